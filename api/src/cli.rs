@@ -1,0 +1,143 @@
+//! The command-line contract: commands, flags and their defaults.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// CVA disbursement ledger: pay displaced households through mobile money and prove where
+/// every franc went.
+#[derive(Debug, Parser)]
+#[command(name = "cva", version, about)]
+pub struct Cli {
+    /// Database: sqlite://FILE (default sqlite://cva.db, created if missing) or
+    /// postgres://USER@HOST/DB. `cva demo` uses its own fresh SQLite file unless this is given.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The embedded default: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://cva.db";
+
+impl Cli {
+    pub fn database_url(&self) -> &str {
+        self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations (every other command also applies them first).
+    Migrate,
+    /// Post, reverse and read journal entries and balances.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Run the whole cycle on a fresh SQLite database with fixture households, and leave reports.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Folder for the demo database and its reports (replaced if it holds an earlier demo).
+    #[arg(long, default_value = "cva-demo")]
+    pub dir: PathBuf,
+    /// Number of fixture households to use (at most the fixture size, 3000).
+    #[arg(long, default_value_t = 3000)]
+    pub households: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// ledger / hledger journal syntax.
+    Ledger,
+    /// One JSON object per entry per line.
+    Jsonl,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Post an entry from a JSON file (`-` for standard input); prints the entry id.
+    Post {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Post many entries from a JSON array file, all or nothing; prints one id per line.
+    PostMany {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Reverse a posted entry (posts its mirror image, linked to it); prints the reversal's id.
+    Reverse {
+        entry_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Show one entry with its lines.
+    Show { entry_id: String },
+    /// Balance of one account, now or as of a time (RFC 3339, or a date meaning its end, UTC).
+    Balance {
+        account: String,
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Every account's debits, credits and balance (debits − credits), with totals per currency.
+    TrialBalance {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List accounts with their type, currency and balance rule.
+    Accounts {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Open an account explicitly (otherwise accounts open on first use; see README).
+    Open {
+        account: String,
+        #[arg(long)]
+        currency: String,
+        /// asset, liability, fund, income or expense (defaults to the code's root).
+        #[arg(long = "type")]
+        account_type: Option<String>,
+        /// must_not_go_negative or may_overdraw (defaults to the opening policy).
+        #[arg(long)]
+        rule: Option<String>,
+    },
+    /// Write the whole journal (default: ledger/hledger syntax) to a file or standard output.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Ledger)]
+        format: ExportFormat,
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Recompute every balance from the lines and check every entry; exit 1 on any problem.
+    Verify,
+}
+
+pub fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CVA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

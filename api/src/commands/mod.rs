@@ -1,0 +1,46 @@
+//! Runs a parsed command line against the ledger.
+
+mod ledger;
+
+pub use ledger::print_trial_balance;
+
+use anyhow::Context;
+use cva_ledger::store::redact_url;
+use cva_ledger::Ledger;
+
+use crate::cli::{Cli, Command};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let url = cli.database_url().to_owned();
+    match cli.command {
+        Command::Demo(args) => crate::demo::run(args, cli.database_url).await,
+        Command::Migrate => {
+            let ledger = connect(&url).await?;
+            println!(
+                "migrations applied ({} at {})",
+                ledger.backend_name(),
+                redact_url(&url)
+            );
+            ledger.close().await;
+            Ok(())
+        }
+        Command::Ledger(cmd) => {
+            let ledger = connect(&url).await?;
+            let result = ledger::run(&ledger, cmd).await;
+            ledger.close().await;
+            result
+        }
+    }
+}
+
+/// Connects and applies pending migrations (they are idempotent and cheap).
+pub async fn connect(url: &str) -> anyhow::Result<Ledger> {
+    let ledger = Ledger::connect(url)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact_url(url)))?;
+    ledger
+        .migrate()
+        .await
+        .context("cannot apply the database migrations")?;
+    Ok(ledger)
+}
