@@ -150,28 +150,32 @@ fn apply(
         }
     }
     // Net effect per account, checked against currency and overflow before anything changes.
+    // Accounts this entry would open stay local until the entry is accepted, so that a refused
+    // entry leaves no trace even in the plan (its currency must not bind a later entry).
+    let mut fresh: Vec<AccountState> = Vec::new();
     let mut deltas: Vec<(&AccountCode, i64, i64)> = Vec::with_capacity(entry.lines.len());
     for l in &entry.lines {
-        let state = match snapshot.accounts.get(&l.account) {
-            Some(s) => s,
-            None => {
-                let spec = policy.spec_for(&l.account, l.amount.currency())?;
-                snapshot.accounts.insert(
-                    l.account.clone(),
-                    AccountState {
+        let currency = match snapshot.accounts.get(&l.account) {
+            Some(s) => s.spec.currency,
+            None => match fresh.iter().find(|s| s.spec.code == l.account) {
+                Some(s) => s.spec.currency,
+                None => {
+                    let spec = policy.spec_for(&l.account, l.amount.currency())?;
+                    let currency = spec.currency;
+                    fresh.push(AccountState {
                         id: None,
                         spec,
                         debits: 0,
                         credits: 0,
-                    },
-                );
-                &snapshot.accounts[&l.account]
-            }
+                    });
+                    currency
+                }
+            },
         };
-        if state.spec.currency != l.amount.currency() {
+        if currency != l.amount.currency() {
             return Err(LedgerError::CurrencyMismatch {
                 account: l.account.to_string(),
-                account_currency: state.spec.currency,
+                account_currency: currency,
                 line_currency: l.amount.currency(),
             });
         }
@@ -189,7 +193,13 @@ fn apply(
     }
     let mut after = Vec::with_capacity(deltas.len());
     for (code, d, c) in &deltas {
-        let s = &snapshot.accounts[*code];
+        let s = match snapshot.accounts.get(*code) {
+            Some(s) => s,
+            None => fresh
+                .iter()
+                .find(|s| &s.spec.code == *code)
+                .ok_or_else(|| LedgerError::Corrupt(format!("account {code} vanished from the plan")))?,
+        };
         let debits = s.debits.checked_add(*d).ok_or_else(|| overflow(code))?;
         let credits = s.credits.checked_add(*c).ok_or_else(|| overflow(code))?;
         if s.spec.rule == BalanceRule::MustNotGoNegative {
@@ -203,6 +213,9 @@ fn apply(
             }
         }
         after.push((*code, debits, credits));
+    }
+    for s in fresh {
+        snapshot.accounts.insert(s.spec.code.clone(), s);
     }
     for (code, debits, credits) in after {
         if let Some(s) = snapshot.accounts.get_mut(code) {
