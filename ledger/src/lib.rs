@@ -15,6 +15,8 @@ pub mod export;
 pub mod money;
 pub mod posting;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{LedgerError, Result};
 pub use store::Ledger;

@@ -3,12 +3,11 @@
 //! balances must be exact, the float never negative, and no deadlock or serialization error
 //! may reach a caller. Runs on both backends; the PostgreSQL run is the one that matters.
 
-mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::*;
+use cva_ledger::testing::*;
 use cva_ledger::account::Side;
 use cva_ledger::committer::Committer;
 use cva_ledger::LedgerError;

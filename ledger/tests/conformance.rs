@@ -1,10 +1,9 @@
 //! Storage conformance: the same tests on SQLite (default) and PostgreSQL
 //! (`CVA_TEST_DATABASE_URL=postgres://…`). Each test gets a fresh database.
 
-mod common;
 
 use chrono::Utc;
-use common::*;
+use cva_ledger::testing::*;
 use cva_ledger::account::{AccountCode, AccountSpec, AccountType, BalanceRule, Side};
 use cva_ledger::entry::EntryId;
 use cva_ledger::posting::Posting;

@@ -3,11 +3,10 @@
 //! in-memory model of the ledger. Runs on SQLite, and on PostgreSQL with
 //! `CVA_TEST_DATABASE_URL`. `CVA_PROPTEST_CASES` sets the number of cases (default 24).
 
-mod common;
 
 use std::collections::HashMap;
 
-use common::*;
+use cva_ledger::testing::*;
 use cva_ledger::account::{AccountCode, BalanceRule, OpeningPolicy, Side};
 use cva_ledger::entry::{EntryId, NewEntry};
 use cva_ledger::money::Currency;

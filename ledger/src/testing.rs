@@ -1,24 +1,33 @@
-//! Test databases: a fresh SQLite file per test by default, or a fresh PostgreSQL database per
-//! test when `CVA_TEST_DATABASE_URL=postgres://…` is set (CI runs the whole suite both ways).
+//! Test support (feature `testing`): a fresh database per test — a SQLite file in a temp dir
+//! by default, or a new PostgreSQL database when `CVA_TEST_DATABASE_URL=postgres://…` is set —
+//! and small builders for entries. The same tests run on both backends this way.
+//!
+//! ```no_run
+//! # async fn t() {
+//! let db = crate::testing::TestDb::new().await;
+//! db.ledger.post(crate::testing::transfer("k", "assets:bank", "funds:p:l", 5)).await.unwrap();
+//! db.cleanup().await;
+//! # }
+//! ```
 
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::NaiveDate;
-use cva_ledger::account::{AccountCode, Side};
-use cva_ledger::entry::{IdempotencyKey, Line, NewEntry};
-use cva_ledger::money::{Amount, Currency};
-use cva_ledger::Ledger;
+use crate::account::{AccountCode, Side};
+use crate::entry::{IdempotencyKey, Line, NewEntry};
+use crate::money::{Amount, Currency};
+use crate::Ledger;
 use sqlx::Connection;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+#[derive(Debug)]
 pub struct TestDb {
     pub ledger: Ledger,
     pub url: String,
-    _dir: Option<tempfile::TempDir>,
-    pg: Option<(String, String)>,
+    db: FreshDatabase,
 }
 
 pub fn backend_url() -> Option<String> {
@@ -39,12 +48,16 @@ pub fn with_db_name(url: &str, name: &str) -> String {
     format!("{base}/{name}{query}")
 }
 
-impl TestDb {
-    pub async fn new() -> TestDb {
-        Self::with_pool(8).await
-    }
+/// A fresh, empty (not migrated) database for one test: its URL, dropped by `drop_database`.
+#[derive(Debug)]
+pub struct FreshDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<(String, String)>,
+}
 
-    pub async fn with_pool(max_connections: u32) -> TestDb {
+impl FreshDatabase {
+    pub async fn create() -> FreshDatabase {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         match backend_url() {
             Some(admin) if admin.starts_with("postgres") => {
@@ -62,28 +75,16 @@ impl TestDb {
                     .await
                     .expect("create test database");
                 conn.close().await.ok();
-                let url = with_db_name(&admin, &name);
-                let ledger = Ledger::connect_with(&url, max_connections)
-                    .await
-                    .expect("connect");
-                ledger.migrate().await.expect("migrate");
-                TestDb {
-                    ledger,
-                    url,
+                FreshDatabase {
+                    url: with_db_name(&admin, &name),
                     _dir: None,
                     pg: Some((admin, name)),
                 }
             }
             _ => {
                 let dir = tempfile::tempdir().expect("tempdir");
-                let url = format!("sqlite://{}", dir.path().join("test.db").display());
-                let ledger = Ledger::connect_with(&url, max_connections)
-                    .await
-                    .expect("connect");
-                ledger.migrate().await.expect("migrate");
-                TestDb {
-                    ledger,
-                    url,
+                FreshDatabase {
+                    url: format!("sqlite://{}", dir.path().join("test.db").display()),
                     _dir: Some(dir),
                     pg: None,
                 }
@@ -93,6 +94,39 @@ impl TestDb {
 
     pub fn is_postgres(&self) -> bool {
         self.pg.is_some()
+    }
+
+    pub async fn drop_database(self) {
+        if let Some((admin, name)) = self.pg {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+    }
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        Self::with_pool(8).await
+    }
+
+    pub async fn with_pool(max_connections: u32) -> TestDb {
+        let db = FreshDatabase::create().await;
+        let ledger = Ledger::connect_with(&db.url, max_connections)
+            .await
+            .expect("connect");
+        ledger.migrate().await.expect("migrate");
+        TestDb {
+            url: db.url.clone(),
+            ledger,
+            db,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.db.is_postgres()
     }
 
     /// Runs raw SQL statements in one transaction, as a stray client would; returns the
@@ -124,13 +158,7 @@ impl TestDb {
     /// Drops the per-test PostgreSQL database (SQLite files go with the temp dir).
     pub async fn cleanup(self) {
         self.ledger.close().await;
-        if let Some((admin, name)) = self.pg {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
-        }
+        self.db.drop_database().await;
     }
 }
 
@@ -155,7 +183,7 @@ pub fn try_entry(
     key: &str,
     description: &str,
     lines: &[(&str, Side, i64, Currency)],
-) -> Result<NewEntry, cva_ledger::entry::EntryError> {
+) -> Result<NewEntry, crate::entry::EntryError> {
     NewEntry::new(
         IdempotencyKey::parse(key)?,
         description.to_owned(),
@@ -204,7 +232,7 @@ pub async fn assert_books_sound(ledger: &Ledger) {
     let tb = ledger.trial_balance().await.expect("trial balance");
     assert!(tb.is_balanced(), "trial balance: {:?}", tb.totals);
     for a in &tb.accounts {
-        if a.rule == cva_ledger::account::BalanceRule::MustNotGoNegative {
+        if a.rule == crate::account::BalanceRule::MustNotGoNegative {
             assert!(a.balance() >= 0, "{} went negative: {}", a.code, a.balance());
         }
     }
