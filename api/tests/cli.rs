@@ -2,6 +2,8 @@
 //! exit code, the hledger cross-check of the export, and the demo. Runs against SQLite, or
 //! PostgreSQL with `CVA_TEST_DATABASE_URL`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
@@ -74,7 +76,9 @@ fn entry(key: &str, lines: &str) -> String {
 }
 
 fn line(account: &str, side: &str, amount: &str, currency: &str) -> String {
-    format!(r#"{{"account": "{account}", "side": "{side}", "amount": {amount}, "currency": "{currency}"}}"#)
+    format!(
+        r#"{{"account": "{account}", "side": "{side}", "amount": {amount}, "currency": "{currency}"}}"#
+    )
 }
 
 fn funds(key: &str, amount: &str) -> String {
@@ -83,7 +87,12 @@ fn funds(key: &str, amount: &str) -> String {
         &format!(
             "{},{}",
             line("assets:bank", "debit", &format!("\"{amount}\""), "XOF"),
-            line("funds:MLI-MPCA-2024:mpca", "credit", &format!("\"{amount}\""), "XOF")
+            line(
+                "funds:MLI-MPCA-2024:mpca",
+                "credit",
+                &format!("\"{amount}\""),
+                "XOF"
+            )
         ),
     )
 }
@@ -93,9 +102,16 @@ async fn post_balance_trial_balance_and_reverse() {
     let cli = Cli::new().await;
     cli.ok(&["migrate"]);
     let out = cli.post("e1.json", &funds("funds-1", "1000000"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(uuid::Uuid::parse_str(&id).is_ok(), "prints the entry id: {id}");
+    assert!(
+        uuid::Uuid::parse_str(&id).is_ok(),
+        "prints the entry id: {id}"
+    );
 
     // Same key, same content: the same id, nothing new.
     let again = cli.post("e1-again.json", &funds("funds-1", "1000000"));
@@ -105,8 +121,14 @@ async fn post_balance_trial_balance_and_reverse() {
 
     let bal = cli.ok(&["ledger", "balance", "assets:bank"]);
     assert!(bal.contains("balance   1000000 XOF"), "{bal}");
-    let json: serde_json::Value =
-        serde_json::from_str(&cli.ok(&["ledger", "balance", "funds:MLI-MPCA-2024:mpca", "--format", "json"])).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&cli.ok(&[
+        "ledger",
+        "balance",
+        "funds:MLI-MPCA-2024:mpca",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
     assert_eq!(json["balance"], "1000000");
     assert_eq!(json["account_type"], "fund");
 
@@ -118,8 +140,12 @@ async fn post_balance_trial_balance_and_reverse() {
          funds:MLI-MPCA-2024:mpca,XOF,0,1000000,-1000000\n"
     );
     let table = cli.ok(&["ledger", "trial-balance"]);
-    assert!(table.contains("balanced: every currency nets to zero"), "{table}");
-    let tb: serde_json::Value = serde_json::from_str(&cli.ok(&["ledger", "trial-balance", "--format", "json"])).unwrap();
+    assert!(
+        table.contains("balanced: every currency nets to zero"),
+        "{table}"
+    );
+    let tb: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["ledger", "trial-balance", "--format", "json"])).unwrap();
     assert_eq!(tb["balanced"], true);
     assert_eq!(tb["totals"][0]["debit"], "1000000");
 
@@ -129,13 +155,20 @@ async fn post_balance_trial_balance_and_reverse() {
     let bad_time = cli.fails(&["ledger", "balance", "assets:bank", "--as-of", "yesterday"]);
     assert!(bad_time.contains("--as-of"), "{bad_time}");
 
-    let rev = cli.ok(&["ledger", "reverse", &id, "--reason", "posted to the wrong grant"]);
+    let rev = cli.ok(&[
+        "ledger",
+        "reverse",
+        &id,
+        "--reason",
+        "posted to the wrong grant",
+    ]);
     assert!(uuid::Uuid::parse_str(rev.trim()).is_ok());
     let err = cli.fails(&["ledger", "reverse", &id, "--reason", "again"]);
     assert!(err.contains("already reversed"), "{err}");
     let bal = cli.ok(&["ledger", "balance", "assets:bank"]);
     assert!(bal.contains("balance   0 XOF"), "{bal}");
-    let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["ledger", "show", rev.trim()])).unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["ledger", "show", rev.trim()])).unwrap();
     assert_eq!(shown["reverses"], id.as_str());
 
     let verify = cli.ok(&["ledger", "verify"]);
@@ -153,7 +186,11 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
     let xof = |amount: &str| {
         entry(
             "k2",
-            &format!("{},{}", line("assets:bank", "debit", amount, "XOF"), line("funds:P:l", "credit", amount, "XOF")),
+            &format!(
+                "{},{}",
+                line("assets:bank", "debit", amount, "XOF"),
+                line("funds:P:l", "credit", amount, "XOF")
+            ),
         )
     };
     let cases: Vec<(&str, String, &str)> = vec![
@@ -197,7 +234,10 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
     ];
     for (what, json, message) in cases {
         let err = cli.fails(&["ledger", "post", "--file", &cli.file("bad.json", &json)]);
-        assert!(err.contains(message), "{what}: expected {message:?} in {err:?}");
+        assert!(
+            err.contains(message),
+            "{what}: expected {message:?} in {err:?}"
+        );
         assert!(err.starts_with("error: "), "{what}: {err}");
         assert_eq!(cli.trial_balance_csv(), before, "{what} changed the books");
     }
@@ -207,11 +247,22 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
     assert!(err.contains("entry_id: is not a UUID"), "{err}");
     let err = cli.fails(&["ledger", "balance", "assets:missing"]);
     assert!(err.contains("does not exist"), "{err}");
-    let err = cli.fails(&["ledger", "reverse", "01a21f38-cb09-74ff-8fc1-d35fe24d2ecf", "--reason", "x"]);
+    let err = cli.fails(&[
+        "ledger",
+        "reverse",
+        "01a21f38-cb09-74ff-8fc1-d35fe24d2ecf",
+        "--reason",
+        "x",
+    ]);
     assert!(err.contains("does not exist"), "{err}");
     // post-many is all or nothing, and says which entry failed.
     let batch = format!("[{}, {}]", funds("many-1", "5"), xof("\"-1\""));
-    let err = cli.fails(&["ledger", "post-many", "--file", &cli.file("many.json", &batch)]);
+    let err = cli.fails(&[
+        "ledger",
+        "post-many",
+        "--file",
+        &cli.file("many.json", &batch),
+    ]);
     assert!(err.contains("entry #1"), "{err}");
     assert_eq!(cli.trial_balance_csv(), before);
     cli.db.drop_database().await;
@@ -235,7 +286,16 @@ async fn unsupported_database_urls_are_named_without_credentials() {
 /// hledger's balances (`--empty`, flat, CSV) as account → "amount COMMODITY".
 fn hledger_balances(journal: &Path) -> Option<BTreeMap<String, String>> {
     let out = match std::process::Command::new("hledger")
-        .args(["-f", &journal.display().to_string(), "balance", "--flat", "--empty", "--no-total", "-O", "csv"])
+        .args([
+            "-f",
+            &journal.display().to_string(),
+            "balance",
+            "--flat",
+            "--empty",
+            "--no-total",
+            "-O",
+            "csv",
+        ])
         .output()
     {
         Ok(out) => out,
@@ -245,7 +305,11 @@ fn hledger_balances(journal: &Path) -> Option<BTreeMap<String, String>> {
         }
         Err(e) => panic!("hledger is required (CVA_REQUIRE_HLEDGER) but cannot run: {e}"),
     };
-    assert!(out.status.success(), "hledger failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "hledger failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut r = csv::Reader::from_reader(out.stdout.as_slice());
     Some(
         r.records()
@@ -259,7 +323,9 @@ fn hledger_balances(journal: &Path) -> Option<BTreeMap<String, String>> {
 
 /// Checks that hledger reads `journal` and reproduces the trial balance CSV exactly.
 fn assert_hledger_matches(journal: &Path, trial_balance_csv: &str) {
-    let Some(hledger) = hledger_balances(journal) else { return };
+    let Some(hledger) = hledger_balances(journal) else {
+        return;
+    };
     let mut r = csv::Reader::from_reader(trial_balance_csv.as_bytes());
     let ours: BTreeMap<String, String> = r
         .records()
@@ -289,24 +355,92 @@ async fn export_is_read_by_hledger_with_the_same_balances() {
     let cli = Cli::new().await;
     let posts = [
         funds("f1", "250000000"),
-        entry("usd", &format!("{},{}", line("assets:bank:usd", "debit", "\"1234.56\"", "USD"), line("funds:P:usd", "credit", "\"1234.56\"", "USD"))),
-        entry("fl", &format!("{},{}", line("assets:float:orange", "debit", "\"1000000\"", "XOF"), line("assets:bank", "credit", "\"1000000\"", "XOF"))),
-        entry("g1", &format!("{},{}", line("expense:transfers:P:mpca", "debit", "\"65000\"", "XOF"), line("liabilities:entitlements:HH-000001", "credit", "\"65000\"", "XOF"))),
-        entry("p1", &format!("{},{}", line("liabilities:entitlements:HH-000001", "debit", "\"65000\"", "XOF"), line("liabilities:in-transit:orange", "credit", "\"65000\"", "XOF"))),
-        entry("c1", &format!("{},{},{},{}",
-            line("liabilities:in-transit:orange", "debit", "\"65000\"", "XOF"), line("assets:float:orange", "credit", "\"65000\"", "XOF"),
-            line("expense:fees:orange", "debit", "\"150\"", "XOF"), line("assets:float:orange", "credit", "\"150\"", "XOF"))),
+        entry(
+            "usd",
+            &format!(
+                "{},{}",
+                line("assets:bank:usd", "debit", "\"1234.56\"", "USD"),
+                line("funds:P:usd", "credit", "\"1234.56\"", "USD")
+            ),
+        ),
+        entry(
+            "fl",
+            &format!(
+                "{},{}",
+                line("assets:float:orange", "debit", "\"1000000\"", "XOF"),
+                line("assets:bank", "credit", "\"1000000\"", "XOF")
+            ),
+        ),
+        entry(
+            "g1",
+            &format!(
+                "{},{}",
+                line("expense:transfers:P:mpca", "debit", "\"65000\"", "XOF"),
+                line(
+                    "liabilities:entitlements:HH-000001",
+                    "credit",
+                    "\"65000\"",
+                    "XOF"
+                )
+            ),
+        ),
+        entry(
+            "p1",
+            &format!(
+                "{},{}",
+                line(
+                    "liabilities:entitlements:HH-000001",
+                    "debit",
+                    "\"65000\"",
+                    "XOF"
+                ),
+                line(
+                    "liabilities:in-transit:orange",
+                    "credit",
+                    "\"65000\"",
+                    "XOF"
+                )
+            ),
+        ),
+        entry(
+            "c1",
+            &format!(
+                "{},{},{},{}",
+                line("liabilities:in-transit:orange", "debit", "\"65000\"", "XOF"),
+                line("assets:float:orange", "credit", "\"65000\"", "XOF"),
+                line("expense:fees:orange", "debit", "\"150\"", "XOF"),
+                line("assets:float:orange", "credit", "\"150\"", "XOF")
+            ),
+        ),
     ];
     for (i, p) in posts.iter().enumerate() {
         let out = cli.post(&format!("p{i}.json"), p);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let out = cli.ok(&["ledger", "export", "--format", "ledger"]);
-    assert_eq!(out.matches(" * (").count(), posts.len(), "one transaction per entry");
-    assert!(out.contains("1234.56 USD") && out.contains("-1234.56 USD"), "{out}");
+    assert_eq!(
+        out.matches(" * (").count(),
+        posts.len(),
+        "one transaction per entry"
+    );
+    assert!(
+        out.contains("1234.56 USD") && out.contains("-1234.56 USD"),
+        "{out}"
+    );
     assert!(out.contains("; meta-grant: ECHO/2024/01"), "{out}");
     let journal = cli.dir.path().join("journal.ledger");
-    cli.ok(&["ledger", "export", "--format", "ledger", "--output", &journal.display().to_string()]);
+    cli.ok(&[
+        "ledger",
+        "export",
+        "--format",
+        "ledger",
+        "--output",
+        &journal.display().to_string(),
+    ]);
     assert_hledger_matches(&journal, &cli.trial_balance_csv());
     let jsonl = cli.ok(&["ledger", "export", "--format", "jsonl"]);
     assert_eq!(jsonl.lines().count(), posts.len());
@@ -321,17 +455,40 @@ async fn demo_runs_the_cycle_and_leaves_reports() {
     let out = Command::cargo_bin("cva")
         .unwrap()
         .current_dir(cli.dir.path())
-        .args(["--database-url", &cli.db.url, "demo", "--dir", "out", "--households", "400"])
+        .args([
+            "--database-url",
+            &cli.db.url,
+            "demo",
+            "--dir",
+            "out",
+            "--households",
+            "400",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("entitlements granted: 400 entries posted"), "{stdout}");
-    assert!(stdout.contains("same key, different content: refused"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("entitlements granted: 400 entries posted"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("same key, different content: refused"),
+        "{stdout}"
+    );
     assert!(stdout.contains("twice: refused"), "{stdout}");
     assert!(stdout.contains("net 0"), "{stdout}");
     let dir = cli.dir.path().join("out");
-    for f in ["trial-balance.csv", "trial-balance.json", "journal.ledger", "households-owed.csv"] {
+    for f in [
+        "trial-balance.csv",
+        "trial-balance.json",
+        "journal.ledger",
+        "households-owed.csv",
+    ] {
         assert!(dir.join(f).exists(), "{f} missing");
     }
     let tb = std::fs::read_to_string(dir.join("trial-balance.csv")).unwrap();
@@ -350,7 +507,11 @@ async fn demo_runs_the_cycle_and_leaves_reports() {
             .args(["demo", "--dir", "fresh", "--households", "50"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert!(cli.dir.path().join("fresh/cva-demo.db").exists());
     cli.db.drop_database().await;

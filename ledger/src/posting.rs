@@ -198,7 +198,9 @@ fn apply(
             None => fresh
                 .iter()
                 .find(|s| &s.spec.code == *code)
-                .ok_or_else(|| LedgerError::Corrupt(format!("account {code} vanished from the plan")))?,
+                .ok_or_else(|| {
+                    LedgerError::Corrupt(format!("account {code} vanished from the plan"))
+                })?,
         };
         let debits = s.debits.checked_add(*d).ok_or_else(|| overflow(code))?;
         let credits = s.credits.checked_add(*c).ok_or_else(|| overflow(code))?;

@@ -14,11 +14,11 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use chrono::NaiveDate;
 use crate::account::{AccountCode, Side};
 use crate::entry::{IdempotencyKey, Line, NewEntry};
 use crate::money::{Amount, Currency};
 use crate::Ledger;
+use chrono::NaiveDate;
 use sqlx::Connection;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -31,7 +31,9 @@ pub struct TestDb {
 }
 
 pub fn backend_url() -> Option<String> {
-    std::env::var("CVA_TEST_DATABASE_URL").ok().filter(|s| !s.is_empty())
+    std::env::var("CVA_TEST_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// Replaces the database name of a postgres URL.
@@ -204,7 +206,10 @@ pub fn try_entry(
 pub fn transfer(key: &str, dr: &str, cr: &str, minor: i64) -> NewEntry {
     entry(
         key,
-        &[(dr, Side::Debit, minor, xof()), (cr, Side::Credit, minor, xof())],
+        &[
+            (dr, Side::Debit, minor, xof()),
+            (cr, Side::Credit, minor, xof()),
+        ],
     )
 }
 
@@ -233,7 +238,12 @@ pub async fn assert_books_sound(ledger: &Ledger) {
     assert!(tb.is_balanced(), "trial balance: {:?}", tb.totals);
     for a in &tb.accounts {
         if a.rule == crate::account::BalanceRule::MustNotGoNegative {
-            assert!(a.balance() >= 0, "{} went negative: {}", a.code, a.balance());
+            assert!(
+                a.balance() >= 0,
+                "{} went negative: {}",
+                a.code,
+                a.balance()
+            );
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Storage conformance: the same tests on SQLite (default) and PostgreSQL
 //! (`CVA_TEST_DATABASE_URL=postgres://…`). Each test gets a fresh database.
 
+#![allow(clippy::unwrap_used)]
 
 use chrono::Utc;
-use cva_ledger::testing::*;
 use cva_ledger::account::{AccountCode, AccountSpec, AccountType, BalanceRule, Side};
 use cva_ledger::entry::EntryId;
 use cva_ledger::posting::Posting;
+use cva_ledger::testing::*;
 use cva_ledger::LedgerError;
 use futures::StreamExt;
 
@@ -23,11 +24,18 @@ const PAYOUT: &str = "expense:payouts:orange";
 async fn posts_balances_and_opens_accounts_on_first_use() {
     let db = TestDb::new().await;
     let l = &db.ledger;
-    let p = l.post(transfer("funds-1", BANK, FUNDS, 1_000_000)).await.unwrap();
+    let p = l
+        .post(transfer("funds-1", BANK, FUNDS, 1_000_000))
+        .await
+        .unwrap();
     assert!(matches!(p, Posting::Posted(_)));
     assert_eq!(bal(l, BANK).await, 1_000_000);
     assert_eq!(bal(l, FUNDS).await, 1_000_000);
-    let funds = l.account(&AccountCode::parse(FUNDS).unwrap()).await.unwrap().unwrap();
+    let funds = l
+        .account(&AccountCode::parse(FUNDS).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(funds.account_type, AccountType::Fund);
     assert_eq!(funds.rule, BalanceRule::MustNotGoNegative);
     let e = l.entry(p.id()).await.unwrap();
@@ -62,9 +70,16 @@ async fn same_key_different_content_is_a_conflict_that_changes_nothing() {
         other => panic!("expected conflict, got {other:?}"),
     }
     // Another account in the conflicting entry must not have been opened.
-    let err = l.post(transfer("k", "assets:other", FUNDS, 500)).await.unwrap_err();
+    let err = l
+        .post(transfer("k", "assets:other", FUNDS, 500))
+        .await
+        .unwrap_err();
     assert!(matches!(err, LedgerError::IdempotencyConflict { .. }));
-    assert!(l.account(&AccountCode::parse("assets:other").unwrap()).await.unwrap().is_none());
+    assert!(l
+        .account(&AccountCode::parse("assets:other").unwrap())
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(bal(l, BANK).await, 500);
     assert_eq!(entry_count(l).await, 1);
     db.cleanup().await;
@@ -77,17 +92,32 @@ async fn a_refused_entry_leaves_no_trace() {
     l.post(transfer("funds", BANK, FUNDS, 1000)).await.unwrap();
     let accounts_before = account_count(l).await;
     // Float may not go negative: paying from an empty float is refused…
-    let err = l.post(transfer("pay", PAYOUT, FLOAT, 10)).await.unwrap_err();
-    assert!(matches!(err, LedgerError::InsufficientBalance { .. }), "{err:?}");
+    let err = l
+        .post(transfer("pay", PAYOUT, FLOAT, 10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::InsufficientBalance { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains(FLOAT), "{err}");
     // …and opens neither of its accounts.
     assert_eq!(account_count(l).await, accounts_before);
     // A line in another currency than its account is refused.
     let err = l
-        .post(entry("usd", &[(BANK, Side::Debit, 5, usd()), ("funds:P1:usd", Side::Credit, 5, usd())]))
+        .post(entry(
+            "usd",
+            &[
+                (BANK, Side::Debit, 5, usd()),
+                ("funds:P1:usd", Side::Credit, 5, usd()),
+            ],
+        ))
         .await
         .unwrap_err();
-    assert!(matches!(err, LedgerError::CurrencyMismatch { .. }), "{err:?}");
+    assert!(
+        matches!(err, LedgerError::CurrencyMismatch { .. }),
+        "{err:?}"
+    );
     assert_eq!(account_count(l).await, accounts_before);
     assert_eq!(entry_count(l).await, 1);
     assert_books_sound(l).await;
@@ -101,7 +131,10 @@ async fn balance_rules_apply_entry_by_entry_in_batch_order() {
     l.post(transfer("funds", BANK, FUNDS, 1000)).await.unwrap();
     // Spending before the top-up, in the same batch, is refused: rules hold after every entry.
     let err = l
-        .post_many(&[transfer("spend", PAYOUT, FLOAT, 600), transfer("topup", FLOAT, BANK, 600)])
+        .post_many(&[
+            transfer("spend", PAYOUT, FLOAT, 600),
+            transfer("topup", FLOAT, BANK, 600),
+        ])
         .await
         .unwrap_err();
     match err {
@@ -114,14 +147,20 @@ async fn balance_rules_apply_entry_by_entry_in_batch_order() {
     assert_eq!(entry_count(l).await, 1);
     // Top-up first, then spend: accepted.
     let posted = l
-        .post_many(&[transfer("topup", FLOAT, BANK, 600), transfer("spend", PAYOUT, FLOAT, 600)])
+        .post_many(&[
+            transfer("topup", FLOAT, BANK, 600),
+            transfer("spend", PAYOUT, FLOAT, 600),
+        ])
         .await
         .unwrap();
     assert_eq!(posted.len(), 2);
     assert_eq!(bal(l, FLOAT).await, 0);
     assert_eq!(bal(l, BANK).await, 400);
     // Exactly at the limit is fine, one more is not.
-    let err = l.post(transfer("over", FLOAT, BANK, 401)).await.unwrap_err();
+    let err = l
+        .post(transfer("over", FLOAT, BANK, 401))
+        .await
+        .unwrap_err();
     assert!(matches!(err, LedgerError::InsufficientBalance { .. }));
     l.post(transfer("exact", FLOAT, BANK, 400)).await.unwrap();
     assert_eq!(bal(l, BANK).await, 0);
@@ -133,25 +172,45 @@ async fn balance_rules_apply_entry_by_entry_in_batch_order() {
 async fn post_many_is_all_or_nothing() {
     let db = TestDb::new().await;
     let l = &db.ledger;
-    l.post(transfer("funds", BANK, FUNDS, 10_000)).await.unwrap();
+    l.post(transfer("funds", BANK, FUNDS, 10_000))
+        .await
+        .unwrap();
     let mut batch: Vec<_> = (0..50)
-        .map(|i| transfer(&format!("grant-{i}"), EXPENSE, &format!("liabilities:entitlements:HH-{i:06}"), 100))
+        .map(|i| {
+            transfer(
+                &format!("grant-{i}"),
+                EXPENSE,
+                &format!("liabilities:entitlements:HH-{i:06}"),
+                100,
+            )
+        })
         .collect();
     // Entry 37 pays a household more than it is owed.
     batch[37] = transfer("bad", "liabilities:entitlements:HH-999999", TRANSIT, 1);
     let err = l.post_many(&batch).await.unwrap_err();
-    assert!(matches!(err, LedgerError::BatchRejected { index: 37, .. }), "{err:?}");
+    assert!(
+        matches!(err, LedgerError::BatchRejected { index: 37, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("#37"), "{err}");
     assert_eq!(entry_count(l).await, 1);
     assert_eq!(account_count(l).await, 2);
-    batch[37] = transfer("grant-37", EXPENSE, "liabilities:entitlements:HH-000037", 100);
+    batch[37] = transfer(
+        "grant-37",
+        EXPENSE,
+        "liabilities:entitlements:HH-000037",
+        100,
+    );
     let posted = l.post_many(&batch).await.unwrap();
     assert_eq!(posted.len(), 50);
     assert_eq!(bal(l, EXPENSE).await, 5000);
     assert_eq!(bal(l, "liabilities:entitlements:HH-000037").await, 100);
     // Replaying the whole batch writes nothing and returns the same ids.
     let again = l.post_many(&batch).await.unwrap();
-    assert!(again.iter().zip(&posted).all(|(a, p)| *a == Posting::Replayed(p.id())));
+    assert!(again
+        .iter()
+        .zip(&posted)
+        .all(|(a, p)| *a == Posting::Replayed(p.id())));
     assert_eq!(entry_count(l).await, 51);
     assert_books_sound(l).await;
     db.cleanup().await;
@@ -162,12 +221,18 @@ async fn duplicate_keys_inside_one_batch() {
     let db = TestDb::new().await;
     let l = &db.ledger;
     let out = l
-        .post_many(&[transfer("a", EXPENSE, HH1, 10), transfer("a", EXPENSE, HH1, 10)])
+        .post_many(&[
+            transfer("a", EXPENSE, HH1, 10),
+            transfer("a", EXPENSE, HH1, 10),
+        ])
         .await
         .unwrap();
     assert_eq!(out[1], Posting::Replayed(out[0].id()));
     let err = l
-        .post_many(&[transfer("b", EXPENSE, HH1, 10), transfer("b", EXPENSE, HH1, 11)])
+        .post_many(&[
+            transfer("b", EXPENSE, HH1, 10),
+            transfer("b", EXPENSE, HH1, 11),
+        ])
         .await
         .unwrap_err();
     assert!(matches!(err, LedgerError::BatchRejected { index: 1, .. }));
@@ -190,10 +255,16 @@ async fn independent_batches_accept_and_refuse_entry_by_entry() {
         .await
         .unwrap();
     assert!(matches!(out[0], Ok(Posting::Posted(_))));
-    assert!(matches!(out[1], Err(LedgerError::InsufficientBalance { .. })));
+    assert!(matches!(
+        out[1],
+        Err(LedgerError::InsufficientBalance { .. })
+    ));
     assert!(matches!(out[2], Ok(Posting::Posted(_))));
     assert!(matches!(out[3], Ok(Posting::Replayed(id)) if id == out[0].as_ref().unwrap().id()));
-    assert!(matches!(out[4], Err(LedgerError::InsufficientBalance { .. })));
+    assert!(matches!(
+        out[4],
+        Err(LedgerError::InsufficientBalance { .. })
+    ));
     assert_eq!(bal(l, HH1).await, 0);
     assert_eq!(bal(l, TRANSIT).await, 100);
     assert_eq!(entry_count(l).await, 2);
@@ -205,8 +276,16 @@ async fn independent_batches_accept_and_refuse_entry_by_entry() {
 async fn reversal_mirrors_once_and_respects_balance_rules() {
     let db = TestDb::new().await;
     let l = &db.ledger;
-    let g1 = l.post(transfer("g1", EXPENSE, HH1, 100)).await.unwrap().id();
-    let g2 = l.post(transfer("g2", EXPENSE, HH2, 200)).await.unwrap().id();
+    let g1 = l
+        .post(transfer("g1", EXPENSE, HH1, 100))
+        .await
+        .unwrap()
+        .id();
+    let g2 = l
+        .post(transfer("g2", EXPENSE, HH2, 200))
+        .await
+        .unwrap()
+        .id();
     l.post(transfer("pay2", HH2, TRANSIT, 200)).await.unwrap();
 
     let r = l.reverse(g1, "household withdrew").await.unwrap();
@@ -220,13 +299,22 @@ async fn reversal_mirrors_once_and_respects_balance_rules() {
     assert_eq!(bal(l, EXPENSE).await, 200);
 
     let err = l.reverse(g1, "again").await.unwrap_err();
-    assert!(matches!(err, LedgerError::AlreadyReversed { entry, reversal } if entry == g1 && reversal == r.id()), "{err:?}");
+    assert!(
+        matches!(err, LedgerError::AlreadyReversed { entry, reversal } if entry == g1 && reversal == r.id()),
+        "{err:?}"
+    );
     let err = l.reverse(r.id(), "undo the undo").await.unwrap_err();
     assert!(matches!(err, LedgerError::ReversalOfReversal(_)), "{err:?}");
     // HH2 was already paid: cancelling its entitlement would leave it owing money back.
     let err = l.reverse(g2, "cancel").await.unwrap_err();
-    assert!(matches!(err, LedgerError::InsufficientBalance { .. }), "{err:?}");
-    let err = l.reverse(EntryId(uuid::Uuid::now_v7()), "x").await.unwrap_err();
+    assert!(
+        matches!(err, LedgerError::InsufficientBalance { .. }),
+        "{err:?}"
+    );
+    let err = l
+        .reverse(EntryId(uuid::Uuid::now_v7()), "x")
+        .await
+        .unwrap_err();
     assert!(matches!(err, LedgerError::EntryNotFound(_)));
     assert_eq!(entry_count(l).await, 4);
     assert_books_sound(l).await;
@@ -253,7 +341,10 @@ async fn balance_as_of_a_time() {
         .await
         .unwrap();
     assert_eq!(before.balance, "0");
-    let err = l.balance(&AccountCode::parse("assets:nowhere").unwrap(), None).await.unwrap_err();
+    let err = l
+        .balance(&AccountCode::parse("assets:nowhere").unwrap(), None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, LedgerError::UnknownAccount(_)));
     db.cleanup().await;
 }
@@ -275,7 +366,10 @@ async fn multi_currency_entries_balance_per_currency() {
     ))
     .await
     .unwrap();
-    let b = l.balance(&AccountCode::parse("assets:bank:usd").unwrap(), None).await.unwrap();
+    let b = l
+        .balance(&AccountCode::parse("assets:bank:usd").unwrap(), None)
+        .await
+        .unwrap();
     assert_eq!(b.balance, "100.50");
     let tb = l.trial_balance().await.unwrap();
     assert_eq!(tb.totals.len(), 2);
@@ -288,15 +382,36 @@ async fn explicit_opening_is_idempotent_and_checked() {
     let db = TestDb::new().await;
     let l = &db.ledger;
     let code = AccountCode::parse("expense:fees:orange").unwrap();
-    let spec = AccountSpec::new(code.clone(), AccountType::Expense, xof(), BalanceRule::MustNotGoNegative).unwrap();
+    let spec = AccountSpec::new(
+        code.clone(),
+        AccountType::Expense,
+        xof(),
+        BalanceRule::MustNotGoNegative,
+    )
+    .unwrap();
     let a = l.open_account(spec.clone()).await.unwrap();
     assert_eq!(a.rule, BalanceRule::MustNotGoNegative);
     assert_eq!(l.open_account(spec).await.unwrap().id, a.id);
-    let other = AccountSpec::new(code, AccountType::Expense, usd(), BalanceRule::MustNotGoNegative).unwrap();
-    assert!(matches!(l.open_account(other).await, Err(LedgerError::AccountExists { .. })));
+    let other = AccountSpec::new(
+        code,
+        AccountType::Expense,
+        usd(),
+        BalanceRule::MustNotGoNegative,
+    )
+    .unwrap();
+    assert!(matches!(
+        l.open_account(other).await,
+        Err(LedgerError::AccountExists { .. })
+    ));
     // The explicit rule wins over the opening policy: this expense account may not go negative.
-    let err = l.post(transfer("refund", BANK, "expense:fees:orange", 5)).await.unwrap_err();
-    assert!(matches!(err, LedgerError::InsufficientBalance { .. }), "{err:?}");
+    let err = l
+        .post(transfer("refund", BANK, "expense:fees:orange", 5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::InsufficientBalance { .. }),
+        "{err:?}"
+    );
     db.cleanup().await;
 }
 
@@ -317,9 +432,20 @@ async fn journal_streams_every_entry_in_order() {
     let l = &db.ledger;
     let mut ids = Vec::new();
     for i in 0..30 {
-        ids.push(l.post(transfer(&format!("g{i}"), EXPENSE, HH1, 10 + i)).await.unwrap().id());
+        ids.push(
+            l.post(transfer(&format!("g{i}"), EXPENSE, HH1, 10 + i))
+                .await
+                .unwrap()
+                .id(),
+        );
     }
-    let entries: Vec<_> = l.journal().collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>().unwrap();
+    let entries: Vec<_> = l
+        .journal()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
     assert_eq!(entries.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
     assert!(entries.iter().all(|e| e.lines.len() == 2));
     assert_eq!(entries[29].lines[1].amount.minor(), 39);
@@ -329,7 +455,10 @@ async fn journal_streams_every_entry_in_order() {
 // ---- The database defends the books on its own (stray SQL) ----
 
 async fn seeded(db: &TestDb) {
-    db.ledger.post(transfer("g1", EXPENSE, HH1, 100)).await.unwrap();
+    db.ledger
+        .post(transfer("g1", EXPENSE, HH1, 100))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -354,7 +483,10 @@ async fn database_refuses_update_and_delete_of_posted_lines_and_entries() {
         }
         // Totals move only through lines (SQLite cannot tell a trigger's update from a
         // client's; `verify` catches it there, see the next test).
-        let err = db.raw(&["UPDATE accounts SET credit_total = 0"]).await.unwrap_err();
+        let err = db
+            .raw(&["UPDATE accounts SET credit_total = 0"])
+            .await
+            .unwrap_err();
         assert!(err.contains("only by posting lines"), "{err}");
     }
     assert_eq!(bal(&db.ledger, HH1).await, 100);
@@ -363,14 +495,22 @@ async fn database_refuses_update_and_delete_of_posted_lines_and_entries() {
 }
 
 /// Lines for one new entry, as raw SQL for the backend under test.
-fn raw_lines(db: &TestDb, entry: uuid::Uuid, lines: &[(i64, i64, &str, i64)], count: i64) -> String {
+fn raw_lines(
+    db: &TestDb,
+    entry: uuid::Uuid,
+    lines: &[(i64, i64, &str, i64)],
+    count: i64,
+) -> String {
     let rows: Vec<String> = lines
         .iter()
         .map(|(no, account, side, amount)| {
             if db.is_postgres() {
                 format!("('{entry}', {no}, {count}, {account}, '{side}', {amount}, 'XOF', now())")
             } else {
-                format!("(x'{}', {no}, {count}, {account}, '{side}', {amount}, 'XOF', 0)", entry.simple())
+                format!(
+                    "(x'{}', {no}, {count}, {account}, '{side}', {amount}, 'XOF', 0)",
+                    entry.simple()
+                )
             }
         })
         .collect();
@@ -392,7 +532,12 @@ fn raw_header(db: &TestDb, entry: uuid::Uuid, key: &str, count: i64) -> String {
 
 async fn ids(db: &TestDb) -> (i64, i64) {
     let get = |c: &'static str| async move {
-        db.ledger.account(&AccountCode::parse(c).unwrap()).await.unwrap().unwrap().id
+        db.ledger
+            .account(&AccountCode::parse(c).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .id
     };
     (get(EXPENSE).await, get(HH1).await)
 }
@@ -404,16 +549,22 @@ async fn database_refuses_an_unbalanced_entry() {
     let (exp, hh) = ids(&db).await;
     let e = uuid::Uuid::now_v7();
     let err = db
-        .raw(&[&raw_lines(&db, e, &[(1, exp, "D", 100), (2, hh, "C", 90)], 2), &raw_header(&db, e, "stray-1", 2)])
+        .raw(&[
+            &raw_lines(&db, e, &[(1, exp, "D", 100), (2, hh, "C", 90)], 2),
+            &raw_header(&db, e, "stray-1", 2),
+        ])
         .await
         .unwrap_err();
     assert!(err.contains("unbalanced"), "{err}");
     // A balanced entry written by hand the same way is accepted, which shows the refusal above
     // was about the balance, not the method.
     let e2 = uuid::Uuid::now_v7();
-    db.raw(&[&raw_lines(&db, e2, &[(1, exp, "D", 100), (2, hh, "C", 100)], 2), &raw_header(&db, e2, "stray-2", 2)])
-        .await
-        .unwrap();
+    db.raw(&[
+        &raw_lines(&db, e2, &[(1, exp, "D", 100), (2, hh, "C", 100)], 2),
+        &raw_header(&db, e2, "stray-2", 2),
+    ])
+    .await
+    .unwrap();
     assert_eq!(bal(&db.ledger, HH1).await, 200);
     assert_books_sound(&db.ledger).await;
     db.cleanup().await;
@@ -427,25 +578,46 @@ async fn database_refuses_incomplete_or_growing_entries() {
     // A header whose lines are missing.
     let e = uuid::Uuid::now_v7();
     let err = db
-        .raw(&[&raw_lines(&db, e, &[(1, exp, "D", 100), (2, hh, "C", 100)], 3), &raw_header(&db, e, "stray-3", 3)])
+        .raw(&[
+            &raw_lines(&db, e, &[(1, exp, "D", 100), (2, hh, "C", 100)], 3),
+            &raw_header(&db, e, "stray-3", 3),
+        ])
         .await
         .unwrap_err();
-    assert!(err.contains("incomplete") || err.contains("no lines"), "{err}");
+    assert!(
+        err.contains("incomplete") || err.contains("no lines"),
+        "{err}"
+    );
     // Lines added to a posted entry.
     let posted = db.ledger.journal().next().await.unwrap().unwrap().id.0;
     let err = db
-        .raw(&[&raw_lines(&db, posted, &[(1, exp, "D", 5), (2, hh, "C", 5)], 2)])
+        .raw(&[&raw_lines(
+            &db,
+            posted,
+            &[(1, exp, "D", 5), (2, hh, "C", 5)],
+            2,
+        )])
         .await
         .unwrap_err();
     assert!(!err.is_empty());
     // A header with no lines at all.
     let e = uuid::Uuid::now_v7();
-    let err = db.raw(&[&raw_header(&db, e, "stray-4", 2)]).await.unwrap_err();
-    assert!(err.contains("incomplete") || err.contains("no lines"), "{err}");
+    let err = db
+        .raw(&[&raw_header(&db, e, "stray-4", 2)])
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("incomplete") || err.contains("no lines"),
+        "{err}"
+    );
     // A line in another currency than its account.
     let e = uuid::Uuid::now_v7();
-    let usd_lines = raw_lines(&db, e, &[(1, exp, "D", 100), (2, hh, "C", 100)], 2).replace("'XOF'", "'USD'");
-    let err = db.raw(&[&usd_lines, &raw_header(&db, e, "stray-5", 2)]).await.unwrap_err();
+    let usd_lines =
+        raw_lines(&db, e, &[(1, exp, "D", 100), (2, hh, "C", 100)], 2).replace("'XOF'", "'USD'");
+    let err = db
+        .raw(&[&usd_lines, &raw_header(&db, e, "stray-5", 2)])
+        .await
+        .unwrap_err();
     assert!(err.contains("currency"), "{err}");
     assert_eq!(bal(&db.ledger, HH1).await, 100);
     assert_books_sound(&db.ledger).await;
@@ -463,13 +635,24 @@ async fn verify_finds_what_stray_sql_could_still_do() {
     let sql = raw_lines(&db, e, &[(1, exp, "D", 7), (2, hh, "C", 7)], 2);
     db.raw(&[&sql]).await.unwrap();
     let report = db.ledger.verify().await.unwrap();
-    assert!(report.problems.iter().any(|p| p.contains("no entry header")), "{:?}", report.problems);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("no entry header")),
+        "{:?}",
+        report.problems
+    );
     assert!(db.ledger.trial_balance().await.unwrap().is_balanced());
     if !db.is_postgres() {
         // On SQLite a client can still rewrite a stored total; verify catches it.
         db.raw(&["UPDATE accounts SET credit_total = credit_total + 1 WHERE id = (SELECT max(id) FROM accounts)"]).await.unwrap();
         let report = db.ledger.verify().await.unwrap();
-        assert!(report.problems.iter().any(|p| p.contains("stored totals")), "{:?}", report.problems);
+        assert!(
+            report.problems.iter().any(|p| p.contains("stored totals")),
+            "{:?}",
+            report.problems
+        );
     }
     db.cleanup().await;
 }

@@ -3,14 +3,15 @@
 //! in-memory model of the ledger. Runs on SQLite, and on PostgreSQL with
 //! `CVA_TEST_DATABASE_URL`. `CVA_PROPTEST_CASES` sets the number of cases (default 24).
 
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 
-use cva_ledger::testing::*;
 use cva_ledger::account::{AccountCode, BalanceRule, OpeningPolicy, Side};
 use cva_ledger::entry::{EntryId, NewEntry};
 use cva_ledger::money::Currency;
 use cva_ledger::posting::Posting;
+use cva_ledger::testing::*;
 use cva_ledger::{Ledger, LedgerError};
 use proptest::prelude::*;
 
@@ -44,9 +45,23 @@ enum Op {
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
-    (0u8..10, 0..ACCOUNTS.len(), 0..ACCOUNTS.len(), 1i64..400, prop::bool::weighted(0.08), 0u8..2)
+    (
+        0u8..10,
+        0..ACCOUNTS.len(),
+        0..ACCOUNTS.len(),
+        1i64..400,
+        prop::bool::weighted(0.08),
+        0u8..2,
+    )
         .prop_filter("two different accounts", |(_, d, c, _, _, _)| d != c)
-        .prop_map(|(key, dr, cr, amount, usd, variant)| Spec { key, dr, cr, amount, usd, variant })
+        .prop_map(|(key, dr, cr, amount, usd, variant)| Spec {
+            key,
+            dr,
+            cr,
+            amount,
+            usd,
+            variant,
+        })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -64,7 +79,10 @@ fn to_entry(s: &Spec) -> NewEntry {
     try_entry(
         &format!("k{}", s.key),
         description,
-        &[(ACCOUNTS[s.dr], Side::Debit, s.amount, cur), (ACCOUNTS[s.cr], Side::Credit, s.amount, cur)],
+        &[
+            (ACCOUNTS[s.dr], Side::Debit, s.amount, cur),
+            (ACCOUNTS[s.cr], Side::Credit, s.amount, cur),
+        ],
     )
     .expect("valid")
 }
@@ -128,7 +146,11 @@ impl Model {
         }
         for (a, ..) in lines {
             let (d, c, _) = next[a];
-            let bal = if Self::normal_debit(a) { i128::from(d) - i128::from(c) } else { i128::from(c) - i128::from(d) };
+            let bal = if Self::normal_debit(a) {
+                i128::from(d) - i128::from(c)
+            } else {
+                i128::from(c) - i128::from(d)
+            };
             if Self::protected(a) && bal < 0 {
                 return false;
             }
@@ -140,19 +162,37 @@ impl Model {
     fn post(&mut self, e: &NewEntry, id: Option<EntryId>) -> Outcome {
         let key = e.idempotency_key.as_str().to_owned();
         if let Some((c, idx)) = self.keys.get(&key) {
-            return if *c == content(e) { Outcome::Replayed(self.entries[*idx].id) } else { Outcome::Refused };
+            return if *c == content(e) {
+                Outcome::Replayed(self.entries[*idx].id)
+            } else {
+                Outcome::Refused
+            };
         }
         let lines: Vec<_> = e
             .lines
             .iter()
-            .map(|l| (l.account.to_string(), l.side, l.amount.minor(), l.amount.currency()))
+            .map(|l| {
+                (
+                    l.account.to_string(),
+                    l.side,
+                    l.amount.minor(),
+                    l.amount.currency(),
+                )
+            })
             .collect();
         if !self.try_apply(&lines) {
             return Outcome::Refused;
         }
-        let Some(id) = id else { panic!("the ledger refused an entry the model accepts: {e:?}") };
+        let Some(id) = id else {
+            panic!("the ledger refused an entry the model accepts: {e:?}")
+        };
         self.keys.insert(key, (content(e), self.entries.len()));
-        self.entries.push(MEntry { id, lines, is_reversal: e.reverses.is_some(), reversed: false });
+        self.entries.push(MEntry {
+            id,
+            lines,
+            is_reversal: e.reverses.is_some(),
+            reversed: false,
+        });
         Outcome::Posted
     }
 }
@@ -182,10 +222,20 @@ fn outcome(r: &Result<Posting, LedgerError>) -> (Outcome, Option<EntryId>) {
 async fn check(ledger: &Ledger, model: &Model) {
     assert_books_sound(ledger).await;
     let accounts = ledger.accounts().await.expect("accounts");
-    assert_eq!(accounts.len(), model.accounts.len(), "opened accounts differ: {accounts:?} vs {:?}", model.accounts);
+    assert_eq!(
+        accounts.len(),
+        model.accounts.len(),
+        "opened accounts differ: {accounts:?} vs {:?}",
+        model.accounts
+    );
     for a in accounts {
         let (d, c, cur) = model.accounts[a.code.as_str()];
-        assert_eq!((a.debits, a.credits, a.currency), (d, c, cur), "account {}", a.code);
+        assert_eq!(
+            (a.debits, a.credits, a.currency),
+            (d, c, cur),
+            "account {}",
+            a.code
+        );
     }
     assert_eq!(entry_count(ledger).await, model.entries.len() as u64);
 }
@@ -195,7 +245,12 @@ async fn run(ops: Vec<Op>) {
     let l = &db.ledger;
     let mut m = Model::default();
     // Seed money so that protected accounts can move.
-    let seed = transfer("seed", "expense:transfers:p:mpca", "liabilities:entitlements:H1", 500);
+    let seed = transfer(
+        "seed",
+        "expense:transfers:p:mpca",
+        "liabilities:entitlements:H1",
+        500,
+    );
     let p = l.post(seed.clone()).await.expect("seed");
     assert_eq!(m.post(&seed, Some(p.id())), Outcome::Posted);
     let seed2 = transfer("seed2", "assets:bank", "income:other", 800);
@@ -227,7 +282,10 @@ async fn run(ops: Vec<Op>) {
                             let r = trial.post(e, Some(EntryId(uuid::Uuid::now_v7())));
                             assert_ne!(r, Outcome::Refused, "model refuses an earlier entry {e:?}");
                         }
-                        assert_eq!(trial.post(&entries[index], Some(EntryId(uuid::Uuid::now_v7()))), Outcome::Refused);
+                        assert_eq!(
+                            trial.post(&entries[index], Some(EntryId(uuid::Uuid::now_v7()))),
+                            Outcome::Refused
+                        );
                         m = before;
                     }
                     Err(e) => panic!("post_many failed: {e:?}"),
@@ -235,7 +293,10 @@ async fn run(ops: Vec<Op>) {
             }
             Op::Independent(specs) => {
                 let entries: Vec<NewEntry> = specs.iter().map(to_entry).collect();
-                let results = l.post_independent(&entries).await.expect("independent batch");
+                let results = l
+                    .post_independent(&entries)
+                    .await
+                    .expect("independent batch");
                 for (e, r) in entries.iter().zip(&results) {
                     let (got, id) = outcome(r);
                     assert_eq!(got, m.post(e, id), "independent {e:?}");
@@ -249,23 +310,41 @@ async fn run(ops: Vec<Op>) {
                 let target = m.entries[idx].clone();
                 let result = l.reverse(target.id, "property test").await;
                 if target.is_reversal {
-                    assert!(matches!(result, Err(LedgerError::ReversalOfReversal(_))), "{result:?}");
+                    assert!(
+                        matches!(result, Err(LedgerError::ReversalOfReversal(_))),
+                        "{result:?}"
+                    );
                 } else if target.reversed {
-                    assert!(matches!(result, Err(LedgerError::AlreadyReversed { .. })), "{result:?}");
+                    assert!(
+                        matches!(result, Err(LedgerError::AlreadyReversed { .. })),
+                        "{result:?}"
+                    );
                 } else {
-                    let mirrored: Vec<_> =
-                        target.lines.iter().map(|(a, s, x, c)| (a.clone(), s.opposite(), *x, *c)).collect();
+                    let mirrored: Vec<_> = target
+                        .lines
+                        .iter()
+                        .map(|(a, s, x, c)| (a.clone(), s.opposite(), *x, *c))
+                        .collect();
                     let mut trial = m.clone();
                     if trial.try_apply(&mirrored) {
                         let p = result.expect("reversal the model accepts");
                         let entry = l.entry(p.id()).await.expect("reversal entry");
                         assert_eq!(entry.reverses, Some(target.id));
                         m = trial;
-                        m.keys.insert(entry.idempotency_key.to_string(), (vec![], m.entries.len()));
-                        m.entries.push(MEntry { id: p.id(), lines: mirrored, is_reversal: true, reversed: false });
+                        m.keys
+                            .insert(entry.idempotency_key.to_string(), (vec![], m.entries.len()));
+                        m.entries.push(MEntry {
+                            id: p.id(),
+                            lines: mirrored,
+                            is_reversal: true,
+                            reversed: false,
+                        });
                         m.entries[idx].reversed = true;
                     } else {
-                        assert!(matches!(result, Err(LedgerError::InsufficientBalance { .. })), "{result:?}");
+                        assert!(
+                            matches!(result, Err(LedgerError::InsufficientBalance { .. })),
+                            "{result:?}"
+                        );
                     }
                 }
             }
@@ -276,7 +355,10 @@ async fn run(ops: Vec<Op>) {
 }
 
 fn cases() -> u32 {
-    std::env::var("CVA_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(24)
+    std::env::var("CVA_PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(24)
 }
 
 proptest! {
