@@ -13,7 +13,9 @@
 //! # }
 //! ```
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::entry::NewEntry;
 use crate::error::{LedgerError, Result};
@@ -29,10 +31,26 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the committing task; batches hold at most `max_batch` entries.
+    /// Starts the committing workers (two on PostgreSQL, one on SQLite, which has a single
+    /// writer anyway); batches hold at most `max_batch` entries.
     pub fn start(ledger: Ledger, max_batch: usize) -> Self {
+        let workers = if ledger.backend_name() == "sqlite" {
+            1
+        } else {
+            2
+        };
+        Self::start_with_workers(ledger, max_batch, workers)
+    }
+
+    /// Starts `workers` committing tasks sharing one queue. With two, one batch is being read
+    /// and planned while the other waits for its commit to reach the disk; batches that touch
+    /// the same account still serialise on its row lock, taken in id order (no deadlock).
+    pub fn start_with_workers(ledger: Ledger, max_batch: usize, workers: usize) -> Self {
         let (tx, rx) = mpsc::channel::<Request>(max_batch.max(1) * 4);
-        tokio::spawn(run(ledger, rx, max_batch.max(1)));
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..workers.max(1) {
+            tokio::spawn(run(ledger.clone(), rx.clone(), max_batch.max(1)));
+        }
         Committer { tx }
     }
 
@@ -48,9 +66,14 @@ impl Committer {
     }
 }
 
-async fn run(ledger: Ledger, mut rx: mpsc::Receiver<Request>, max_batch: usize) {
+async fn run(ledger: Ledger, rx: Arc<Mutex<mpsc::Receiver<Request>>>, max_batch: usize) {
     let mut batch: Vec<Request> = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
+    loop {
+        // Hold the queue only while taking a batch, not while committing it.
+        let received = rx.lock().await.recv_many(&mut batch, max_batch).await;
+        if received == 0 {
+            break;
+        }
         let entries: Vec<NewEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
         match ledger.post_independent(&entries).await {
             Ok(outcomes) => {

@@ -255,6 +255,19 @@ impl NewEntry {
     }
 
     pub fn validate(&self) -> Result<(), EntryError> {
+        let meta_len = serde_json::to_vec(&self.metadata).map_or(usize::MAX, |v| v.len());
+        if meta_len > MAX_METADATA_BYTES {
+            return Err(EntryError::field(
+                "metadata",
+                format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
+            ));
+        }
+        self.validate_lines()
+    }
+
+    /// The checks on lines alone (count, positive amounts, balance per currency): what the
+    /// posting plan re-checks for every entry, without re-serialising metadata.
+    pub fn validate_lines(&self) -> Result<(), EntryError> {
         if self.lines.len() < 2 || self.lines.len() > MAX_LINES {
             return Err(EntryError::field(
                 "lines",
@@ -262,13 +275,6 @@ impl NewEntry {
                     "an entry needs 2 to {MAX_LINES} lines, got {}",
                     self.lines.len()
                 ),
-            ));
-        }
-        let meta_len = serde_json::to_vec(&self.metadata).map_or(usize::MAX, |v| v.len());
-        if meta_len > MAX_METADATA_BYTES {
-            return Err(EntryError::field(
-                "metadata",
-                format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
             ));
         }
         let mut sums: BTreeMap<Currency, i128> = BTreeMap::new();

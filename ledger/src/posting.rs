@@ -136,7 +136,7 @@ fn apply(
     policy: &OpeningPolicy,
     reversed_here: &HashMap<EntryId, EntryId>,
 ) -> Result<(), LedgerError> {
-    entry.validate()?;
+    entry.validate_lines()?;
     if let Some(target) = entry.reverses {
         if let Some(&reversal) = snapshot
             .already_reversed

@@ -2,10 +2,10 @@
 //! by default, or a new PostgreSQL database when `CVA_TEST_DATABASE_URL=postgres://…` is set —
 //! and small builders for entries. The same tests run on both backends this way.
 //!
-//! ```no_run
+//! ```ignore
 //! # async fn t() {
-//! let db = crate::testing::TestDb::new().await;
-//! db.ledger.post(crate::testing::transfer("k", "assets:bank", "funds:p:l", 5)).await.unwrap();
+//! let db = cva_ledger::testing::TestDb::new().await;
+//! db.ledger.post(cva_ledger::testing::transfer("k", "assets:bank", "funds:p:l", 5)).await.unwrap();
 //! db.cleanup().await;
 //! # }
 //! ```

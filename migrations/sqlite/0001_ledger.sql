@@ -50,7 +50,6 @@ CREATE TABLE journal_lines (
 );
 
 CREATE INDEX journal_lines_account_time ON journal_lines (account_id, recorded_at);
-CREATE INDEX journal_entries_recorded ON journal_entries (recorded_at, id);
 
 CREATE TRIGGER journal_entries_no_update BEFORE UPDATE ON journal_entries
 BEGIN SELECT RAISE(ABORT, 'cva: journal_entries is append-only: UPDATE refused (post a reversal instead)'); END;

@@ -41,10 +41,7 @@
 //!   use). Latency is measured around each `Committer::post`; percentiles are nearest-rank over
 //!   all requests; the rate is `concurrent_entries` over wall time.
 //! * `verify_seconds` and `verify: ok`: `Ledger::verify` found no problem, the trial balance is
-//!   balanced and the hot account holds exactly what was posted to it. On PostgreSQL the
-//!   benchmark runs `ANALYZE` first: without statistics (a new database, autovacuum off or not
-//!   yet run) verify's join of accounts and lines is planned as a nested loop and takes many
-//!   minutes at 100,000 entries.
+//!   balanced and the hot account holds exactly what was posted to it.
 //!
 //! The process exits non-zero if any post fails or verification does not pass.
 
@@ -602,12 +599,6 @@ fn percentile_ms(sorted: &[Duration], p: usize) -> f64 {
 
 /// Runs `Ledger::verify`, the trial balance and a check of the hot account's balance.
 async fn verify(ledger: &Ledger, hot: &AccountCode, expected_hot: i64) -> Result<bool> {
-    if let Some(pool) = ledger.pg_pool() {
-        // See the module documentation: verify needs statistics on PostgreSQL.
-        let started = Instant::now();
-        sqlx::raw_sql("ANALYZE").execute(pool).await?;
-        println!("# ANALYZE before verify: {:.1} s", secs(started.elapsed()));
-    }
     let started = Instant::now();
     let report = ledger.verify().await.context("verify")?;
     let verify_time = started.elapsed();

@@ -418,6 +418,7 @@ async fn post_attempt<B: Backend>(
     digests: &[[u8; 32]],
     mode: BatchMode,
 ) -> Result<Vec<Result<Posting>>> {
+    let t0 = std::time::Instant::now();
     let mut tx = b.begin_write().await?;
     let keys: Vec<&str> = entries.iter().map(|e| e.idempotency_key.as_str()).collect();
     let reverses: Vec<uuid::Uuid> = entries
@@ -430,10 +431,12 @@ async fn post_attempt<B: Backend>(
         .collect();
     let codes: Vec<&str> = codes.into_iter().collect();
     let mut snapshot = B::snapshot(&mut tx, &keys, &reverses, &codes).await?;
+    let t_snapshot = t0.elapsed();
     // Taken after the locks: writers to the same account are serialised, so its lines' recorded
     // times follow commit order and "balance as of" is stable.
     let recorded_at = now_micros();
     let planned = plan(entries, digests, &mut snapshot, policy, mode)?;
+    let t_plan = t0.elapsed();
     if planned.inserts.is_empty() {
         // Nothing new (all replays or refusals): no write, nothing to commit.
         drop(tx);
@@ -457,14 +460,30 @@ async fn post_attempt<B: Backend>(
             .collect();
         let opened = B::open_accounts(&mut tx, &specs, recorded_at).await?;
         for (code, id) in opened {
-            if let Some(c) = planned.to_open.iter().find(|c| c.as_str() == code) {
-                ids.insert(c.as_str(), id);
+            // `to_open` is sorted: a binary search keeps this linear in the batch size.
+            if let Ok(i) = planned
+                .to_open
+                .binary_search_by(|c| c.as_str().cmp(code.as_str()))
+            {
+                ids.insert(planned.to_open[i].as_str(), id);
             }
         }
     }
+    let t_open = t0.elapsed();
     let rows = write_set(entries, digests, &planned.inserts, &ids, recorded_at)?;
     B::write(&mut tx, &rows).await?;
+    let t_write = t0.elapsed();
     B::commit(tx).await?;
+    tracing::debug!(
+        entries = entries.len(),
+        written = rows.e_id.len(),
+        snapshot_ms = t_snapshot.as_millis() as u64,
+        plan_ms = (t_plan - t_snapshot).as_millis() as u64,
+        open_ms = (t_open - t_plan).as_millis() as u64,
+        write_ms = (t_write - t_open).as_millis() as u64,
+        commit_ms = (t0.elapsed() - t_write).as_millis() as u64,
+        "posted batch"
+    );
     Ok(planned.outcomes)
 }
 
@@ -491,8 +510,10 @@ fn write_set(
         w.e_digest.push(digests[i].to_vec());
         w.e_description.push(e.description.clone());
         w.e_date.push(e.effective_date);
-        w.e_metadata
-            .push(serde_json::Value::Object(e.metadata.clone()).to_string());
+        w.e_metadata.push(
+            serde_json::to_string(&e.metadata)
+                .map_err(|err| LedgerError::Corrupt(format!("metadata: {err}")))?,
+        );
         w.e_line_count.push(count);
         w.e_reverses.push(e.reverses.map(|r| r.0));
         for (n, l) in e.lines.iter().enumerate() {

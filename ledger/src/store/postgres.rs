@@ -140,6 +140,18 @@ impl PgBackend {
     }
 
     pub async fn verify(&self) -> Result<VerifyReport> {
+        // Whole-table checks: hash joins, whatever the statistics say. Without statistics (a new
+        // database, autovacuum not run yet) the planner would pick nested loops and take minutes.
+        let mut conn = self.pool.begin().await?;
+        sqlx::query("SET LOCAL enable_nestloop = off")
+            .execute(&mut *conn)
+            .await?;
+        let report = self.verify_in(&mut conn).await;
+        conn.rollback().await?;
+        report
+    }
+
+    async fn verify_in(&self, conn: &mut sqlx::PgConnection) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mismatched = sqlx::query(
             "SELECT a.code, a.debit_total, a.credit_total, COALESCE(s.d, 0)::int8, COALESCE(s.c, 0)::int8 \
@@ -150,7 +162,7 @@ impl PgBackend {
              WHERE a.debit_total <> COALESCE(s.d, 0) OR a.credit_total <> COALESCE(s.c, 0) \
              ORDER BY a.code LIMIT 100",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
         for r in mismatched {
             let code: String = r.try_get(0)?;
@@ -179,18 +191,18 @@ impl PgBackend {
         ];
         for (what, sql) in checks {
             for id in sqlx::query_scalar::<_, Uuid>(sql)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *conn)
                 .await?
             {
                 report.problems.push(what.replace("{}", &id.to_string()));
             }
         }
         report.accounts_checked = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM accounts")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await? as u64;
         report.entries_checked =
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM journal_entries")
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *conn)
                 .await? as u64;
         Ok(report)
     }
@@ -204,7 +216,7 @@ const JOURNAL_SELECT: &str = "SELECT e.id, e.idempotency_key, e.description, e.e
 const JOURNAL_ORDERED: &str = "SELECT e.id, e.idempotency_key, e.description, e.effective_date, \
      e.recorded_at, e.metadata, e.reverses, a.code, l.side, l.amount, l.currency \
      FROM journal_entries e JOIN journal_lines l ON l.entry_id = e.id \
-     JOIN accounts a ON a.id = l.account_id ORDER BY e.recorded_at, e.id, l.line_no";
+     JOIN accounts a ON a.id = l.account_id ORDER BY e.id, l.line_no";
 
 fn journal_row(r: &sqlx::postgres::PgRow) -> Result<JournalRow> {
     let metadata: serde_json::Value = r.try_get(5)?;
@@ -313,7 +325,7 @@ impl Backend for PgBackend {
             "INSERT INTO accounts (code, account_type, normal_side, currency, balance_rule, opened_at) \
              SELECT c, t, s, cur, r, $6 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
                AS x(c, t, s, cur, r) \
-             ON CONFLICT (code) DO NOTHING RETURNING code, id",
+             RETURNING code, id",
         )
         .bind(&codes)
         .bind(&types)
@@ -324,8 +336,9 @@ impl Backend for PgBackend {
         .fetch_all(&mut **tx)
         .await
         .map_err(refusal)?;
+        // A plain INSERT: if another writer opened one of these accounts after our snapshot,
+        // the unique violation fails this attempt and the posting is retried on fresh state.
         if rows.len() != specs.len() {
-            // Another writer opened one of them after our snapshot: start over with fresh state.
             return Err(LedgerError::Contention);
         }
         rows.iter()

@@ -212,7 +212,7 @@ const JOURNAL_SELECT: &str = "SELECT e.id, e.idempotency_key, e.description, e.e
 const JOURNAL_ORDERED: &str = "SELECT e.id, e.idempotency_key, e.description, e.effective_date, \
      e.recorded_at, e.metadata, e.reverses, a.code, l.side, l.amount, l.currency \
      FROM journal_entries e JOIN journal_lines l ON l.entry_id = e.id \
-     JOIN accounts a ON a.id = l.account_id ORDER BY e.recorded_at, e.id, l.line_no";
+     JOIN accounts a ON a.id = l.account_id ORDER BY e.id, l.line_no";
 
 fn journal_row(r: &SqliteRow) -> Result<JournalRow> {
     let date: String = r.try_get(3)?;
