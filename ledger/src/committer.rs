@@ -12,17 +12,25 @@
 //! let posting = committer.post(entry).await;
 //! # }
 //! ```
+//!
+//! [`Committer::post_audited`] also writes the entry's `ledger.post` audit event, in the
+//! group's transaction and only if the entry is accepted.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use crate::audit::{AuditContext, EntryAudit};
 use crate::entry::NewEntry;
 use crate::error::{LedgerError, Result};
-use crate::posting::Posting;
+use crate::posting::{BatchMode, Posting};
 use crate::Ledger;
 
-type Request = (NewEntry, oneshot::Sender<Result<Posting>>);
+type Request = (
+    NewEntry,
+    Option<AuditContext>,
+    oneshot::Sender<Result<Posting>>,
+);
 
 /// A handle to the group-commit task; cheap to clone.
 #[derive(Debug, Clone)]
@@ -56,9 +64,20 @@ impl Committer {
 
     /// Posts one entry through the shared commit; same outcome as `Ledger::post`.
     pub async fn post(&self, entry: NewEntry) -> Result<Posting> {
+        self.submit(entry, None).await
+    }
+
+    /// Posts one entry through the shared commit with its audit event; same outcome as
+    /// `Ledger::post_audited`.
+    pub async fn post_audited(&self, entry: NewEntry, audit: AuditContext) -> Result<Posting> {
+        audit.validate()?;
+        self.submit(entry, Some(audit)).await
+    }
+
+    async fn submit(&self, entry: NewEntry, audit: Option<AuditContext>) -> Result<Posting> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send((entry, reply))
+            .send((entry, audit, reply))
             .await
             .map_err(|_| LedgerError::Refused("the committer has stopped".into()))?;
         rx.await
@@ -74,10 +93,19 @@ async fn run(ledger: Ledger, rx: Arc<Mutex<mpsc::Receiver<Request>>>, max_batch:
         if received == 0 {
             break;
         }
-        let entries: Vec<NewEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
-        match ledger.post_independent(&entries).await {
+        let entries: Vec<NewEntry> = batch.iter().map(|(e, _, _)| e.clone()).collect();
+        let result = {
+            let audits: Vec<Option<EntryAudit>> = batch
+                .iter()
+                .map(|(e, ctx, _)| ctx.as_ref().map(|c| EntryAudit::new(c, "ledger.post", e)))
+                .collect();
+            ledger
+                .post_batch(&entries, BatchMode::Independent, &audits)
+                .await
+        };
+        match result {
             Ok(outcomes) => {
-                for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                for ((_, _, reply), outcome) in batch.drain(..).zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
             }
@@ -85,8 +113,12 @@ async fn run(ledger: Ledger, rx: Arc<Mutex<mpsc::Receiver<Request>>>, max_batch:
                 // The shared transaction failed as a whole (not one entry's fault): give each
                 // entry its own attempt so that each caller gets its own, true, outcome.
                 tracing::warn!(error = %e, entries = batch.len(), "group commit failed; posting one by one");
-                for (entry, reply) in batch.drain(..) {
-                    let _ = reply.send(ledger.post(entry).await);
+                for (entry, audit, reply) in batch.drain(..) {
+                    let outcome = match audit {
+                        Some(ctx) => ledger.post_audited(entry, &ctx).await,
+                        None => ledger.post(entry).await,
+                    };
+                    let _ = reply.send(outcome);
                 }
             }
         }

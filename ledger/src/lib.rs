@@ -5,9 +5,11 @@
 //! Start with [`Ledger::connect`], then [`Ledger::migrate`], [`Ledger::post`] /
 //! [`Ledger::post_many`], [`Ledger::reverse`], [`Ledger::balance`], [`Ledger::trial_balance`].
 //! Concurrent single posts go faster through a [`committer::Committer`], which batches them
-//! into one transaction (group commit).
+//! into one transaction (group commit). State-changing calls have `_audited` variants that
+//! append an event to the hash-chained [`audit`] trail in the same transaction.
 
 pub mod account;
+pub mod audit;
 pub mod committer;
 pub mod entry;
 pub mod error;

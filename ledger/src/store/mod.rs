@@ -18,11 +18,14 @@
 //! transaction, lock the touched accounts in id order and read their totals and the
 //! idempotency keys already used, [`plan`](crate::posting::plan) in Rust, open the accounts the
 //! accepted entries need, write lines then headers set-wise (the database re-checks balance and
-//! maintains totals), commit. Deadlocks, serialization failures and races on a key or an
+//! maintains totals), append the audit events of the entries written when the call is audited
+//! (`*_audited`, see [`crate::audit`]), commit. Deadlocks, serialization failures and races on a key or an
 //! account are retried a bounded number of times; they never reach the caller as such.
 
 mod postgres;
 mod sqlite;
+
+pub(crate) use sqlite::multi_insert;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -33,6 +36,9 @@ use futures::stream::BoxStream;
 use serde::Serialize;
 
 use crate::account::{Account, AccountCode, AccountSpec, OpeningPolicy};
+use crate::audit::{
+    self, AuditAnchor, AuditContext, AuditEvent, AuditQuery, AuditVerification, EntryAudit, Pending,
+};
 use crate::entry::{EntryId, IdempotencyKey, Line, NewEntry, PostedEntry};
 use crate::error::{LedgerError, Result};
 use crate::money::{Amount, Currency};
@@ -86,6 +92,11 @@ pub trait Backend: Send + Sync {
     fn write<'a>(
         tx: &'a mut Self::Tx,
         rows: &'a WriteSet,
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
+    /// Appends audit events at the head of the chain (see [`crate::audit`]).
+    fn append_audit<'a>(
+        tx: &'a mut Self::Tx,
+        events: &'a [Pending],
     ) -> impl Future<Output = Result<()>> + Send + 'a;
 }
 
@@ -215,7 +226,20 @@ impl Ledger {
     /// other settings it is an error.
     #[tracing::instrument(skip(self), fields(account = %spec.code))]
     pub async fn open_account(&self, spec: AccountSpec) -> Result<Account> {
-        with_backend!(self, b => b.open_account(&spec).await)
+        with_backend!(self, b => b.open_account(&spec, None).await)
+    }
+
+    /// [`open_account`](Self::open_account), writing a `ledger.open_account` audit event
+    /// (object: the account code) in the same transaction when the account is new. Opening an
+    /// existing account changes nothing and writes no event.
+    #[tracing::instrument(skip(self, audit), fields(account = %spec.code))]
+    pub async fn open_account_audited(
+        &self,
+        spec: AccountSpec,
+        audit: &AuditContext,
+    ) -> Result<Account> {
+        audit.validate()?;
+        with_backend!(self, b => b.open_account(&spec, Some(audit)).await)
     }
 
     pub async fn account(&self, code: &AccountCode) -> Result<Option<Account>> {
@@ -229,8 +253,21 @@ impl Ledger {
 
     /// Posts one entry. Same key and content as an earlier post returns the original entry.
     pub async fn post(&self, entry: NewEntry) -> Result<Posting> {
+        self.post_one(entry, None).await
+    }
+
+    /// [`post`](Self::post), writing a `ledger.post` audit event (object: the new entry, change:
+    /// [`audit::entry_change`]) in the same transaction. A refused entry or an idempotent replay
+    /// changes nothing and writes no event.
+    pub async fn post_audited(&self, entry: NewEntry, audit: &AuditContext) -> Result<Posting> {
+        audit.validate()?;
+        let audit = EntryAudit::new(audit, "ledger.post", &entry);
+        self.post_one(entry, Some(audit)).await
+    }
+
+    async fn post_one(&self, entry: NewEntry, audit: Option<EntryAudit<'_>>) -> Result<Posting> {
         let mut out = self
-            .post_batch(std::slice::from_ref(&entry), BatchMode::Atomic)
+            .post_batch(std::slice::from_ref(&entry), BatchMode::Atomic, &[audit])
             .await;
         match out {
             Ok(ref mut v) if v.len() == 1 => v.remove(0),
@@ -244,7 +281,25 @@ impl Ledger {
     /// first refused entry (`BatchRejected { index, .. }`).
     #[tracing::instrument(skip_all, fields(entries = entries.len()))]
     pub async fn post_many(&self, entries: &[NewEntry]) -> Result<Vec<Posting>> {
-        let out = self.post_batch(entries, BatchMode::Atomic).await?;
+        let out = self.post_batch(entries, BatchMode::Atomic, &[]).await?;
+        out.into_iter().collect()
+    }
+
+    /// [`post_many`](Self::post_many), writing one `ledger.post` audit event per entry written
+    /// (object: that entry), all with the context's request id, in the same transaction. One
+    /// event per entry keeps "who posted entry X" a lookup by object, whatever the batch size.
+    #[tracing::instrument(skip_all, fields(entries = entries.len()))]
+    pub async fn post_many_audited(
+        &self,
+        entries: &[NewEntry],
+        audit: &AuditContext,
+    ) -> Result<Vec<Posting>> {
+        audit.validate()?;
+        let audits: Vec<Option<EntryAudit>> = entries
+            .iter()
+            .map(|e| Some(EntryAudit::new(audit, "ledger.post", e)))
+            .collect();
+        let out = self.post_batch(entries, BatchMode::Atomic, &audits).await?;
         out.into_iter().collect()
     }
 
@@ -252,13 +307,16 @@ impl Ledger {
     /// in one transaction (group commit).
     #[tracing::instrument(skip_all, fields(entries = entries.len()))]
     pub async fn post_independent(&self, entries: &[NewEntry]) -> Result<Vec<Result<Posting>>> {
-        self.post_batch(entries, BatchMode::Independent).await
+        self.post_batch(entries, BatchMode::Independent, &[]).await
     }
 
-    async fn post_batch(
+    /// Posts a batch; `audits` is empty (no audit) or holds, for each entry, how it is audited
+    /// if it is written.
+    pub(crate) async fn post_batch(
         &self,
         entries: &[NewEntry],
         mode: BatchMode,
+        audits: &[Option<EntryAudit<'_>>],
     ) -> Result<Vec<Result<Posting>>> {
         if entries.is_empty() {
             return Ok(Vec::new());
@@ -267,7 +325,7 @@ impl Ledger {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = with_backend!(self, b => post_attempt(b, &self.policy, entries, &digests, mode).await);
+            let result = with_backend!(self, b => post_attempt(b, &self.policy, entries, &digests, mode, audits).await);
             match result {
                 Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
                     tracing::debug!(attempt, error = %e, "retrying posting transaction");
@@ -284,6 +342,29 @@ impl Ledger {
     /// grant that was already paid out cannot be reversed.
     #[tracing::instrument(skip(self, reason))]
     pub async fn reverse(&self, entry_id: EntryId, reason: &str) -> Result<Posting> {
+        self.reverse_inner(entry_id, reason, None).await
+    }
+
+    /// [`reverse`](Self::reverse), writing a `ledger.reverse` audit event in the same
+    /// transaction. Its object is the reversal (the entry written), whose change names the
+    /// reversed entry (`reverses`) and carries the reason in its metadata.
+    #[tracing::instrument(skip(self, reason, audit))]
+    pub async fn reverse_audited(
+        &self,
+        entry_id: EntryId,
+        reason: &str,
+        audit: &AuditContext,
+    ) -> Result<Posting> {
+        audit.validate()?;
+        self.reverse_inner(entry_id, reason, Some(audit)).await
+    }
+
+    async fn reverse_inner(
+        &self,
+        entry_id: EntryId,
+        reason: &str,
+        audit: Option<&AuditContext>,
+    ) -> Result<Posting> {
         let reason = reason.trim();
         if reason.is_empty() || reason.chars().count() > 500 {
             return Err(
@@ -315,7 +396,8 @@ impl Ledger {
             lines,
         )?;
         entry.reverses = Some(entry_id);
-        match self.post(entry).await {
+        let audit = audit.map(|ctx| EntryAudit::new(ctx, "ledger.reverse", &entry));
+        match self.post_one(entry, audit).await {
             // The reversal key is derived from the entry, so a second reversal with another
             // reason or on another day lands here; report it as what it is.
             Err(LedgerError::IdempotencyConflict { existing, .. }) => {
@@ -406,6 +488,35 @@ impl Ledger {
         with_backend!(self, b => b.verify().await)
     }
 
+    /// Audit events matching the query's filters, oldest first, one page (see [`AuditQuery`]).
+    pub async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        query.validate()?;
+        match &self.db {
+            Db::Postgres(b) => audit::pg_page(&b.pool, query).await,
+            Db::Sqlite(b) => audit::sqlite_page(&b.pool, query).await,
+        }
+    }
+
+    /// Walks the whole audit trail in `seq` order (streaming) and reports the first event that
+    /// was deleted, reordered or edited. A truncated tail is not detectable this way; see
+    /// [`verify_audit_anchored`](Self::verify_audit_anchored).
+    pub async fn verify_audit(&self) -> Result<AuditVerification> {
+        self.verify_audit_anchored(None).await
+    }
+
+    /// [`verify_audit`](Self::verify_audit), also requiring the trail to reach a head recorded
+    /// earlier (`anchor`) with the same hash: this catches a deleted tail and a rewritten one.
+    pub async fn verify_audit_anchored(
+        &self,
+        anchor: Option<&AuditAnchor>,
+    ) -> Result<AuditVerification> {
+        let rows = match &self.db {
+            Db::Postgres(b) => audit::pg_scan(&b.pool),
+            Db::Sqlite(b) => audit::sqlite_scan(&b.pool),
+        };
+        audit::verify_chain(rows, anchor).await
+    }
+
     pub async fn close(&self) {
         with_backend!(self, b => b.close().await)
     }
@@ -417,6 +528,7 @@ async fn post_attempt<B: Backend>(
     entries: &[NewEntry],
     digests: &[[u8; 32]],
     mode: BatchMode,
+    audits: &[Option<EntryAudit<'_>>],
 ) -> Result<Vec<Result<Posting>>> {
     let t0 = std::time::Instant::now();
     let mut tx = b.begin_write().await?;
@@ -472,11 +584,19 @@ async fn post_attempt<B: Backend>(
     let t_open = t0.elapsed();
     let rows = write_set(entries, digests, &planned.inserts, &ids, recorded_at)?;
     B::write(&mut tx, &rows).await?;
+    // Last before the commit: appending holds the audit lock until the transaction ends.
+    let events: Vec<Pending> = planned
+        .inserts
+        .iter()
+        .filter_map(|&(i, id)| audits.get(i)?.as_ref().map(|a| a.pending(id)))
+        .collect();
+    B::append_audit(&mut tx, &events).await?;
     let t_write = t0.elapsed();
     B::commit(tx).await?;
     tracing::debug!(
         entries = entries.len(),
         written = rows.e_id.len(),
+        audited = events.len(),
         snapshot_ms = t_snapshot.as_millis() as u64,
         plan_ms = (t_plan - t_snapshot).as_millis() as u64,
         open_ms = (t_open - t_plan).as_millis() as u64,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::{group_journal, refusal, Backend, JournalRow, VerifyReport, WriteSet};
 use crate::account::{Account, AccountCode, AccountSpec};
+use crate::audit::{self, AuditContext, Pending};
 use crate::entry::{EntryId, IdempotencyKey, PostedEntry};
 use crate::error::{LedgerError, Result};
 use crate::posting::{AccountState, Snapshot};
@@ -50,9 +51,13 @@ impl PgBackend {
         self.pool.close().await
     }
 
-    pub async fn open_account(&self, spec: &AccountSpec) -> Result<Account> {
+    pub async fn open_account(
+        &self,
+        spec: &AccountSpec,
+        audit: Option<&AuditContext>,
+    ) -> Result<Account> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO accounts (code, account_type, normal_side, currency, balance_rule) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (code) DO NOTHING",
         )
@@ -63,7 +68,12 @@ impl PgBackend {
         .bind(spec.rule.as_str())
         .execute(&mut *tx)
         .await
-        .map_err(refusal)?;
+        .map_err(refusal)?
+        .rows_affected()
+            == 1;
+        if let (true, Some(ctx)) = (inserted, audit) {
+            Self::append_audit(&mut tx, &[audit::account_pending(ctx, spec)]).await?;
+        }
         let row = sqlx::query(&format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE code = $1"
         ))
@@ -386,6 +396,10 @@ impl Backend for PgBackend {
             .map_err(refusal)?;
         }
         Ok(())
+    }
+
+    async fn append_audit<'a>(tx: &'a mut Self::Tx, events: &'a [Pending]) -> Result<()> {
+        audit::pg_append(tx, events).await.map(drop)
     }
 }
 

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::{group_journal, refusal, Backend, JournalRow, VerifyReport, WriteSet};
 use crate::account::{Account, AccountCode, AccountSpec};
+use crate::audit::{self, AuditContext, Pending};
 use crate::entry::{EntryId, IdempotencyKey, PostedEntry};
 use crate::error::{LedgerError, Result};
 use crate::posting::{AccountState, Snapshot};
@@ -57,9 +58,13 @@ impl SqliteBackend {
         self.pool.close().await
     }
 
-    pub async fn open_account(&self, spec: &AccountSpec) -> Result<Account> {
+    pub async fn open_account(
+        &self,
+        spec: &AccountSpec,
+        audit: Option<&AuditContext>,
+    ) -> Result<Account> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO accounts (code, account_type, normal_side, currency, balance_rule, opened_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (code) DO NOTHING",
         )
@@ -71,7 +76,12 @@ impl SqliteBackend {
         .bind(super::now_micros().timestamp_micros())
         .execute(&mut *tx)
         .await
-        .map_err(refusal)?;
+        .map_err(refusal)?
+        .rows_affected()
+            == 1;
+        if let (true, Some(ctx)) = (inserted, audit) {
+            Self::append_audit(&mut tx, &[audit::account_pending(ctx, spec)]).await?;
+        }
         let row = sqlx::query(&format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE code = ?1"
         ))
@@ -249,7 +259,7 @@ fn account_from_row(r: &SqliteRow) -> Result<Account> {
 }
 
 /// `INSERT INTO table (cols) VALUES (?,…),(?,…)…` for `rows` rows.
-fn multi_insert(head: &str, columns: usize, rows: usize) -> String {
+pub(crate) fn multi_insert(head: &str, columns: usize, rows: usize) -> String {
     let one = format!("({})", vec!["?"; columns].join(","));
     let mut sql = String::with_capacity(head.len() + rows * (one.len() + 1));
     sql.push_str(head);
@@ -411,5 +421,9 @@ impl Backend for SqliteBackend {
             start = end;
         }
         Ok(())
+    }
+
+    async fn append_audit<'a>(tx: &'a mut Self::Tx, events: &'a [Pending]) -> Result<()> {
+        audit::sqlite_append(tx, events).await.map(drop)
     }
 }
