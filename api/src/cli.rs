@@ -38,6 +38,9 @@ pub enum Command {
     /// Post, reverse and read journal entries and balances.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Read and verify the hash-chained audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Run the whole cycle on a fresh SQLite database with fixture households, and leave reports.
     Demo(DemoArgs),
 }
@@ -126,6 +129,44 @@ pub enum LedgerCommand {
     },
     /// Recompute every balance from the lines and check every entry; exit 1 on any problem.
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain; exit 1 naming the first event deleted, reordered or edited.
+    Verify {
+        /// Head recorded earlier (`SEQ:HASH`, printed by a previous verify): also detects a
+        /// deleted or rewritten tail, which the chain alone cannot.
+        #[arg(long)]
+        expect_head: Option<cva_ledger::audit::AuditAnchor>,
+    },
+    /// List events, oldest first, with filters and paging.
+    List {
+        #[arg(long)]
+        actor: Option<String>,
+        /// e.g. ledger.post, ledger.reverse, ledger.open_account
+        #[arg(long)]
+        action: Option<String>,
+        /// e.g. entry, account
+        #[arg(long)]
+        object_type: Option<String>,
+        #[arg(long)]
+        object_id: Option<String>,
+        /// Events at or after this time (RFC 3339, or a date meaning its start, UTC).
+        #[arg(long)]
+        from: Option<String>,
+        /// Events before this time (RFC 3339, or a date meaning its start, UTC).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only events after this sequence number (the next page).
+        #[arg(long, default_value_t = 0)]
+        after_seq: i64,
+        /// At most this many events (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 pub fn init_tracing(verbose: u8) {

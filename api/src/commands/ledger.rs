@@ -19,11 +19,16 @@ use crate::output::table;
 const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 pub async fn run(ledger: &Ledger, cmd: LedgerCommand) -> anyhow::Result<()> {
+    // The changes made by this invocation are audited as one request of `cli:$USER`.
+    let audit = super::audit::cli_context();
     match cmd {
         LedgerCommand::Post { file } => {
             let text = read_input(&file)?;
             let entry = NewEntry::from_json(&text).context("the entry was refused")?;
-            let posting = ledger.post(entry).await.context("the entry was refused")?;
+            let posting = ledger
+                .post_audited(entry, &audit)
+                .await
+                .context("the entry was refused")?;
             if let Posting::Replayed(_) = posting {
                 eprintln!("note: this idempotency key was already posted with the same content; nothing new was written");
             }
@@ -43,7 +48,7 @@ pub async fn run(ledger: &Ledger, cmd: LedgerCommand) -> anyhow::Result<()> {
                 );
             }
             let postings = ledger
-                .post_many(&entries)
+                .post_many_audited(&entries, &audit)
                 .await
                 .context("the batch was refused; nothing was written")?;
             for p in postings {
@@ -53,7 +58,7 @@ pub async fn run(ledger: &Ledger, cmd: LedgerCommand) -> anyhow::Result<()> {
         LedgerCommand::Reverse { entry_id, reason } => {
             let id = EntryId::parse(&entry_id)?;
             let posting = ledger
-                .reverse(id, &reason)
+                .reverse_audited(id, &reason, &audit)
                 .await
                 .context("the reversal was refused")?;
             println!("{}", posting.id());
@@ -166,7 +171,10 @@ pub async fn run(ledger: &Ledger, cmd: LedgerCommand) -> anyhow::Result<()> {
                 None => default.rule,
             };
             let a = ledger
-                .open_account(AccountSpec::new(code, account_type, currency, rule)?)
+                .open_account_audited(
+                    AccountSpec::new(code, account_type, currency, rule)?,
+                    &audit,
+                )
                 .await?;
             println!(
                 "{} {} {} {}",

@@ -1,5 +1,6 @@
 //! Runs a parsed command line against the ledger.
 
+mod audit;
 mod ledger;
 
 pub use ledger::print_trial_balance;
@@ -27,6 +28,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger(cmd) => {
             let ledger = connect(&url).await?;
             let result = ledger::run(&ledger, cmd).await;
+            ledger.close().await;
+            result
+        }
+        Command::Audit(cmd) => {
+            let ledger = connect(&url).await?;
+            let result = audit::run(&ledger, cmd).await;
             ledger.close().await;
             result
         }
