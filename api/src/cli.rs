@@ -43,6 +43,44 @@ pub enum Command {
     Audit(AuditCommand),
     /// Run the whole cycle on a fresh SQLite database with fixture households, and leave reports.
     Demo(DemoArgs),
+    /// Serve the HTTP API (needs CVA_JWT_SECRET or --jwt-secret-file).
+    Serve(ServeArgs),
+    /// Manage users from the command line (bootstrap the first admin).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// File holding the token signing secret (else the CVA_JWT_SECRET environment variable).
+    #[arg(long)]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Lifetime of access tokens, in minutes.
+    #[arg(long, default_value_t = 15)]
+    pub token_ttl_minutes: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password is read from standard input (one line).
+    Add {
+        #[arg(long)]
+        username: String,
+        /// admin, programme_officer, finance_officer or auditor (repeatable).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Limit the user to these programmes (repeatable; none means all).
+        #[arg(long = "programme")]
+        programmes: Vec<String>,
+        /// Read the password from standard input (required: passwords never go on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
 }
 
 #[derive(Debug, clap::Args)]

@@ -3,11 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-
-mod cli;
-mod commands;
-mod demo;
-mod output;
+use cva_api::{cli, commands};
 
 #[tokio::main]
 async fn main() -> ExitCode {

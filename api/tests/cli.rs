@@ -516,3 +516,77 @@ async fn demo_runs_the_cycle_and_leaves_reports() {
     assert!(cli.dir.path().join("fresh/cva-demo.db").exists());
     cli.db.drop_database().await;
 }
+
+#[tokio::test]
+async fn first_admin_from_the_command_line_and_serve_refuses_weak_secrets() {
+    let cli = Cli::new().await;
+    let add = |password: &str, username: &str| {
+        Command::cargo_bin("cva")
+            .unwrap()
+            .env("DATABASE_URL", &cli.db.url)
+            .args([
+                "user",
+                "add",
+                "--username",
+                username,
+                "--role",
+                "admin",
+                "--password-stdin",
+            ])
+            .write_stdin(format!("{password}\n"))
+            .output()
+            .unwrap()
+    };
+    let out = add("too short", "admin");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 12 characters"));
+    let out = add("a long admin passphrase", "admin");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("user admin created"));
+    let out = add("a long admin passphrase", "admin");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already taken"));
+    let list = cli.ok(&["user", "list"]);
+    assert!(list.contains("admin\tadmin\tall programmes"), "{list}");
+    assert!(!list.contains("argon2"), "the hash never leaves the store");
+    let audit = cli.ok(&[
+        "audit",
+        "list",
+        "--action",
+        "user.create",
+        "--format",
+        "json",
+    ]);
+    assert!(audit.contains("user.create"), "{audit}");
+
+    for (secret, message) in [
+        (None, "no token secret"),
+        (Some("short"), "at least 32 bytes"),
+        (Some(&*"x".repeat(40)), "too few distinct"),
+    ] {
+        let mut cmd = Command::cargo_bin("cva").unwrap();
+        cmd.env("DATABASE_URL", &cli.db.url)
+            .env_remove("CVA_JWT_SECRET")
+            .args(["serve", "--listen", "127.0.0.1:0"]);
+        if let Some(s) = secret {
+            cmd.env("CVA_JWT_SECRET", s);
+        }
+        let out = cmd
+            .timeout(std::time::Duration::from_secs(20))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{err}");
+        if let Some(s) = secret {
+            assert!(
+                !err.contains(s) || s.len() < 6,
+                "the secret is never printed: {err}"
+            );
+        }
+    }
+    cli.db.drop_database().await;
+}

@@ -2,8 +2,10 @@
 
 mod audit;
 mod ledger;
+mod serve;
+mod user;
 
-pub use ledger::print_trial_balance;
+pub use ledger::{parse_time, print_trial_balance};
 
 use anyhow::Context;
 use cva_ledger::store::redact_url;
@@ -24,6 +26,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             ledger.close().await;
             Ok(())
+        }
+        Command::Serve(args) => serve::run(&url, args).await,
+        Command::User(cmd) => {
+            let ledger = connect(&url).await?;
+            let result = user::run(&ledger, cmd).await;
+            ledger.close().await;
+            result
         }
         Command::Ledger(cmd) => {
             let ledger = connect(&url).await?;

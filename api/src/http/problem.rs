@@ -1,0 +1,183 @@
+//! One error type for the whole API. Its `IntoResponse` logs the detail that must stay inside
+//! (database errors) and returns an RFC 9457 `application/problem+json` body with a stable
+//! `type`, a human `detail` that names the field, and the request id — never SQL, stack traces
+//! or secrets.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cva_access::AccessError;
+use cva_ledger::LedgerError;
+use serde::Serialize;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request cannot be understood (syntax, types, unknown fields, bad paging).
+    BadRequest(String),
+    /// 422: understood, but refused by a rule (validation, balance rule, maker-checker).
+    Unprocessable(&'static str, String),
+    /// 401
+    Unauthenticated(&'static str),
+    /// 403
+    Forbidden(String),
+    /// 404
+    NotFound(String),
+    /// 409
+    Conflict(&'static str, String),
+    /// 413
+    TooLarge,
+    /// 429
+    Throttled(u64),
+    /// 500: the detail is logged, never sent.
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
+        match self {
+            ApiError::BadRequest(d) => (
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "Bad request",
+                d.clone(),
+            ),
+            ApiError::Unprocessable(t, d) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, t, "Refused", d.clone())
+            }
+            ApiError::Unauthenticated(d) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Unauthenticated",
+                (*d).to_owned(),
+            ),
+            ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden", d.clone()),
+            ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "not-found", "Not found", d.clone()),
+            ApiError::Conflict(t, d) => (StatusCode::CONFLICT, t, "Conflict", d.clone()),
+            ApiError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+                "the request body is larger than the limit".into(),
+            ),
+            ApiError::Throttled(s) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                "Too many requests",
+                format!("too many failed logins; retry in {s} s"),
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "the server could not complete the request; it has been logged".into(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let (status, kind, title, detail) = self.parts();
+        let body = Problem {
+            kind: format!("https://cva.example.org/problems/{kind}"),
+            title,
+            status: status.as_u16(),
+            detail,
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let ApiError::Throttled(s) = self {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::BytesRejection(_) => ApiError::TooLarge,
+            JsonRejection::MissingJsonContentType(_) => ApiError::BadRequest(
+                "send the body as JSON with `Content-Type: application/json`".into(),
+            ),
+            // serde's message names the field and position; it holds no secret.
+            other => ApiError::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::BadRequest(r.body_text())
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        use LedgerError as L;
+        match e {
+            L::Invalid(_) | L::Account(_) => {
+                ApiError::Unprocessable("invalid-entry", e.to_string())
+            }
+            L::CurrencyMismatch { .. } => {
+                ApiError::Unprocessable("currency-mismatch", e.to_string())
+            }
+            L::InsufficientBalance { .. } | L::Overflow { .. } => {
+                ApiError::Unprocessable("balance-rule", e.to_string())
+            }
+            L::IdempotencyConflict { .. } => {
+                ApiError::Conflict("idempotency-conflict", e.to_string())
+            }
+            L::AlreadyReversed { .. } | L::ReversalOfReversal(_) => {
+                ApiError::Conflict("already-reversed", e.to_string())
+            }
+            L::AccountExists { .. } => ApiError::Conflict("account-exists", e.to_string()),
+            L::UnknownAccount(_) | L::EntryNotFound(_) => ApiError::NotFound(e.to_string()),
+            L::BatchRejected { .. } => ApiError::Unprocessable("batch-refused", e.to_string()),
+            L::Refused(_) => ApiError::Unprocessable("refused", e.to_string()),
+            other => ApiError::Internal(format!("{other:?}")),
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        use AccessError as A;
+        match e {
+            A::InvalidUsername(_) | A::WeakPassword(_) | A::UnknownRole(_) | A::NoRole => {
+                ApiError::Unprocessable("invalid-user", e.to_string())
+            }
+            A::UserExists => ApiError::Conflict("user-exists", e.to_string()),
+            A::UserNotFound(_) => ApiError::NotFound(e.to_string()),
+            A::InvalidCredentials => {
+                ApiError::Unauthenticated("unknown username or wrong password")
+            }
+            A::SessionEnded | A::InvalidToken => ApiError::Unauthenticated(
+                "the access token is invalid, expired or revoked; log in again",
+            ),
+            A::Throttled { retry_after_secs } => ApiError::Throttled(retry_after_secs),
+            A::SamePerson(d) => ApiError::Forbidden(d),
+            A::Ledger(l) => l.into(),
+            other => ApiError::Internal(format!("{other:?}")),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
