@@ -46,9 +46,12 @@ impl Username {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub id: UserId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub username: Username,
     pub roles: Vec<Role>,
     /// Programmes this user is limited to; empty means all.

@@ -565,3 +565,100 @@ async fn every_change_is_audited_in_its_transaction_and_auditors_read_the_trail(
     assert_eq!(s, StatusCode::FORBIDDEN);
     api.db.cleanup().await;
 }
+
+/// Every route the server has, as (method, path template). Adding a route means adding it here,
+/// and the test fails until the OpenAPI document describes it (and the other way round).
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("post", "/v1/auth/login"),
+    ("post", "/v1/auth/logout"),
+    ("post", "/v1/auth/refresh"),
+    ("get", "/v1/users"),
+    ("post", "/v1/users"),
+    ("post", "/v1/users/{id}/disable"),
+    ("post", "/v1/users/{id}/enable"),
+    ("post", "/v1/users/{id}/password"),
+    ("put", "/v1/users/{id}/roles"),
+    ("get", "/v1/accounts"),
+    ("get", "/v1/accounts/{code}/balance"),
+    ("post", "/v1/entries"),
+    ("get", "/v1/entries/{id}"),
+    ("post", "/v1/entries/{id}/reverse"),
+    ("get", "/v1/trial-balance"),
+    ("get", "/v1/journal"),
+    ("get", "/v1/audit"),
+];
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_and_only_served_ones() {
+    let api = Api::new().await;
+    let (s, doc, _) = api.call("GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    documented.sort();
+    let mut expected: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        documented, expected,
+        "the OpenAPI document and the route list differ"
+    );
+    // Every documented operation is served: without a token it is refused (401) or answered,
+    // never "no such route" (404 from the router) or "method not allowed" (405).
+    for (method, path) in &documented {
+        let concrete = path.replace("{id}", "1").replace("{code}", "assets:bank");
+        let (s, v, _) = api
+            .call(&method.to_uppercase(), &concrete, None, None)
+            .await;
+        assert!(
+            s != StatusCode::METHOD_NOT_ALLOWED
+                && !(s == StatusCode::NOT_FOUND && v.get("type").is_none()),
+            "{method} {path}: {s}"
+        );
+    }
+    // Protected operations declare the bearer scheme; schemas for problems are present.
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+    api.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn refresh_renews_the_token_of_an_open_session_only() {
+    let api = Api::new().await;
+    api.user("aud", &[Role::Auditor]).await;
+    let token = api.login("aud").await;
+    let (s, v, _) = api
+        .call("POST", "/v1/auth/refresh", Some(&token), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let fresh = v["access_token"].as_str().unwrap().to_owned();
+    let (s, _, _) = api.call("GET", "/v1/accounts", Some(&fresh), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = api
+        .call("POST", "/v1/auth/logout", Some(&fresh), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    for t in [&token, &fresh] {
+        let (s, _, _) = api.call("POST", "/v1/auth/refresh", Some(t), None).await;
+        assert_eq!(
+            s,
+            StatusCode::UNAUTHORIZED,
+            "a logged-out session cannot be refreshed"
+        );
+    }
+    api.db.cleanup().await;
+}

@@ -100,6 +100,7 @@ impl<'de> Deserialize<'de> for AccountCode {
 }
 
 /// Debit or credit.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
@@ -140,6 +141,7 @@ impl Side {
 }
 
 /// The five account types; the type fixes the normal side.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccountType {
@@ -188,6 +190,7 @@ impl fmt::Display for AccountType {
 }
 
 /// Whether an account's balance (on its normal side) may go below zero.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BalanceRule {
@@ -295,12 +298,15 @@ impl OpeningPolicy {
 }
 
 /// A stored account with its running totals.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Account {
     #[serde(skip)]
     pub id: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "liabilities:entitlements:HH-000123"))]
     pub code: AccountCode,
     pub account_type: AccountType,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "XOF"))]
     pub currency: Currency,
     pub rule: BalanceRule,
     /// Sum of all debit lines, in minor units.

@@ -292,6 +292,7 @@ pub(crate) fn account_pending(ctx: &AuditContext, spec: &AccountSpec) -> Pending
 }
 
 /// One stored event of the trail.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEvent {
     pub seq: i64,

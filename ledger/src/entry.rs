@@ -121,6 +121,7 @@ impl EntryError {
 }
 
 /// The wire form of an entry (CLI file, HTTP body). Unknown fields are refused.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntryInput {
@@ -128,17 +129,22 @@ pub struct EntryInput {
     pub description: String,
     pub effective_date: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Option<serde_json::Value>,
     pub lines: Vec<LineInput>,
 }
 
 /// One line of the wire form. `amount` is kept as raw JSON so that a number (`12.5`) can be
 /// refused with a message that says to send a string.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LineInput {
     pub account: String,
+    /// `debit` or `credit`.
     pub side: String,
+    /// A decimal string in the currency's minor unit precision, e.g. "65000" or "12.50".
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "65000"))]
     pub amount: serde_json::Value,
     pub currency: String,
 }
@@ -350,23 +356,31 @@ pub fn canonical_json(v: &serde_json::Value) -> String {
 }
 
 /// A posted entry as read back from the journal.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PostedEntry {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub id: EntryId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub idempotency_key: IdempotencyKey,
     pub description: String,
     pub effective_date: NaiveDate,
     pub recorded_at: DateTime<Utc>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub reverses: Option<EntryId>,
     pub lines: Vec<PostedLine>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PostedLine {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub account: AccountCode,
     pub side: Side,
     #[serde(serialize_with = "ser_amount")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub amount: Amount,
 }
 

@@ -270,6 +270,56 @@ fn amount(minor: i128, currency: Currency) -> String {
         .unwrap_or_else(|_| minor.to_string())
 }
 
+/// One account of the trial balance report (JSON form); amounts are decimal strings and
+/// `balance` is debit − credit.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TrialBalanceRow {
+    pub account: String,
+    pub currency: String,
+    pub debit: String,
+    pub credit: String,
+    pub balance: String,
+}
+
+/// The trial balance as reported by the CLI (`--format json`) and the API.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TrialBalanceReport {
+    pub accounts: Vec<TrialBalanceRow>,
+    /// One row per currency; `balance` is zero when the books balance.
+    pub totals: Vec<TrialBalanceRow>,
+    pub balanced: bool,
+}
+
+impl From<&TrialBalance> for TrialBalanceReport {
+    fn from(tb: &TrialBalance) -> Self {
+        TrialBalanceReport {
+            accounts: tb
+                .accounts
+                .iter()
+                .map(|a| TrialBalanceRow {
+                    account: a.code.to_string(),
+                    currency: a.currency.to_string(),
+                    debit: amount(a.debits.into(), a.currency),
+                    credit: amount(a.credits.into(), a.currency),
+                    balance: amount(a.signed_balance(), a.currency),
+                })
+                .collect(),
+            totals: tb
+                .totals
+                .iter()
+                .map(|t| TrialBalanceRow {
+                    account: format!("total {}", t.currency),
+                    currency: t.currency.to_string(),
+                    debit: amount(t.debits, t.currency),
+                    credit: amount(t.credits, t.currency),
+                    balance: amount(t.debits - t.credits, t.currency),
+                })
+                .collect(),
+            balanced: tb.is_balanced(),
+        }
+    }
+}
+
 pub fn print_trial_balance(
     tb: &TrialBalance,
     format: Format,
@@ -277,46 +327,7 @@ pub fn print_trial_balance(
 ) -> anyhow::Result<()> {
     match format {
         Format::Json => {
-            #[derive(serde::Serialize)]
-            struct Row<'a> {
-                account: &'a str,
-                currency: &'a str,
-                debit: String,
-                credit: String,
-                balance: String,
-            }
-            #[derive(serde::Serialize)]
-            struct Total {
-                currency: String,
-                debit: String,
-                credit: String,
-                balance: String,
-            }
-            let rows: Vec<Row> = tb
-                .accounts
-                .iter()
-                .map(|a| Row {
-                    account: a.code.as_str(),
-                    currency: a.currency.code(),
-                    debit: amount(a.debits.into(), a.currency),
-                    credit: amount(a.credits.into(), a.currency),
-                    balance: amount(a.signed_balance(), a.currency),
-                })
-                .collect();
-            let totals: Vec<Total> = tb
-                .totals
-                .iter()
-                .map(|t| Total {
-                    currency: t.currency.to_string(),
-                    debit: amount(t.debits, t.currency),
-                    credit: amount(t.credits, t.currency),
-                    balance: amount(t.debits - t.credits, t.currency),
-                })
-                .collect();
-            serde_json::to_writer_pretty(
-                &mut *out,
-                &serde_json::json!({"accounts": rows, "totals": totals, "balanced": tb.is_balanced()}),
-            )?;
+            serde_json::to_writer_pretty(&mut *out, &TrialBalanceReport::from(tb))?;
             writeln!(out)?;
         }
         Format::Csv => {

@@ -5,7 +5,7 @@ mod ledger;
 mod serve;
 mod user;
 
-pub use ledger::{parse_time, print_trial_balance};
+pub use ledger::{parse_time, print_trial_balance, TrialBalanceReport, TrialBalanceRow};
 
 use anyhow::Context;
 use cva_ledger::store::redact_url;

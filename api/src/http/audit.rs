@@ -9,10 +9,11 @@ use cva_ledger::audit::{AuditEvent, AuditQuery};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{AppState, Caller};
-use super::problem::{ApiError, ApiResult};
+use super::problem::{ApiError, ApiResult, Problem};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Params {
     pub actor: Option<String>,
     pub action: Option<String>,
@@ -24,13 +25,15 @@ pub struct Params {
     pub limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page {
     pub events: Vec<AuditEvent>,
     /// Pass as `after_seq` to read the next page; absent on the last page.
     pub next_after_seq: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(Params),
+    responses((status = 200, body = Page), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json")))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -3,11 +3,21 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::auth::AppState;
 
-pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` or `unavailable`.
+    pub status: &'static str,
+    /// `reachable` or `unreachable`.
+    pub database: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let reachable = if let Some(pool) = state.ledger.pg_pool() {
         sqlx::query("SELECT 1").execute(pool).await.is_ok()
     } else if let Some(pool) = state.ledger.sqlite_pool() {
@@ -18,11 +28,17 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>)
     match reachable {
         true => (
             StatusCode::OK,
-            Json(json!({"status": "ok", "database": "reachable"})),
+            Json(Health {
+                status: "ok",
+                database: "reachable",
+            }),
         ),
         false => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "database": "unreachable"})),
+            Json(Health {
+                status: "unavailable",
+                database: "unreachable",
+            }),
         ),
     }
 }

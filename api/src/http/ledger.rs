@@ -13,11 +13,14 @@ use cva_ledger::store::Balance;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{AppState, Caller, POSTERS, READERS};
-use super::problem::{ApiError, ApiResult};
+use super::problem::{ApiError, ApiResult, Problem};
+use crate::commands::TrialBalanceReport;
 
 type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 type QueryOf<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
+#[utoipa::path(get, path = "/v1/accounts", tag = "ledger",
+    responses((status = 200, body = Vec<Account>), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json")))]
 pub async fn accounts(
     State(state): State<AppState>,
     caller: Caller,
@@ -26,12 +29,16 @@ pub async fn accounts(
     Ok(Json(state.ledger.accounts().await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AsOf {
+    /// RFC 3339 time, or a date meaning the end of that day (UTC).
     pub as_of: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/accounts/{code}/balance", tag = "ledger", params(("code" = String, Path, description = "account code, e.g. assets:bank"), AsOf),
+    responses((status = 200, body = Balance), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn balance(
     State(state): State<AppState>,
     caller: Caller,
@@ -52,13 +59,16 @@ pub async fn balance(
     Ok(Json(state.ledger.balance(&code, as_of).await?))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Posted {
+    #[schema(value_type = String, format = Uuid)]
     pub id: EntryId,
     /// True when the same idempotency key and content were posted before.
     pub replayed: bool,
 }
 
+#[utoipa::path(post, path = "/v1/entries", tag = "ledger", request_body = EntryInput,
+    responses((status = 201, body = Posted), (status = 200, description = "same key and content: the original entry", body = Posted), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn post_entry(
     State(state): State<AppState>,
     caller: Caller,
@@ -80,6 +90,8 @@ pub async fn post_entry(
     })
 }
 
+#[utoipa::path(get, path = "/v1/entries/{id}", tag = "ledger", params(("id" = String, Path, description = "entry id (UUID)")),
+    responses((status = 200, body = PostedEntry), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn entry(
     State(state): State<AppState>,
     caller: Caller,
@@ -90,12 +102,14 @@ pub async fn entry(
     Ok(Json(state.ledger.entry(id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reverse {
     pub reason: String,
 }
 
+#[utoipa::path(post, path = "/v1/entries/{id}/reverse", tag = "ledger", params(("id" = String, Path, description = "entry id (UUID)")), request_body = Reverse,
+    responses((status = 201, body = Posted), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn reverse(
     State(state): State<AppState>,
     caller: Caller,
@@ -118,6 +132,8 @@ pub async fn reverse(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/trial-balance", tag = "ledger",
+    responses((status = 200, body = TrialBalanceReport), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json")))]
 pub async fn trial_balance(
     State(state): State<AppState>,
     caller: Caller,
@@ -130,6 +146,8 @@ pub async fn trial_balance(
     Ok(([(header::CONTENT_TYPE, "application/json")], out))
 }
 
+#[utoipa::path(get, path = "/v1/journal", tag = "ledger",
+    responses((status = 200, description = "the journal in hledger syntax", content_type = "text/plain", body = String), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json")))]
 pub async fn journal(
     State(state): State<AppState>,
     caller: Caller,

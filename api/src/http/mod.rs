@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod ledger;
+pub mod openapi;
 pub mod problem;
 pub mod sessions;
 pub mod startup;

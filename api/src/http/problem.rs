@@ -32,13 +32,16 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// RFC 9457 problem details, as every error is sent.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Stable URI naming the kind of problem.
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// What went wrong, naming the field.
+    pub detail: String,
 }
 
 impl ApiError {
@@ -92,7 +95,7 @@ impl IntoResponse for ApiError {
         let (status, kind, title, detail) = self.parts();
         let body = Problem {
             kind: format!("https://cva.example.org/problems/{kind}"),
-            title,
+            title: title.to_owned(),
             status: status.as_u16(),
             detail,
         };

@@ -9,16 +9,16 @@ use cva_ledger::audit::AuditContext;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{AppState, Caller};
-use super::problem::{ApiError, ApiResult};
+use super::problem::{ApiError, ApiResult, Problem};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     pub username: String,
     pub password: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,
@@ -28,6 +28,8 @@ pub struct TokenResponse {
 
 /// Throttled per username and per client address; the response never says which of username
 /// or password was wrong.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", security(()), request_body = Login,
+    responses((status = 200, body = TokenResponse), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 429, body = Problem, content_type = "application/problem+json")))]
 pub async fn login(
     State(state): State<AppState>,
     connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
@@ -74,6 +76,8 @@ pub async fn login(
     }))
 }
 
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth",
+    responses((status = 204, description = "session ended"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json")))]
 pub async fn logout(
     State(state): State<AppState>,
     caller: Caller,
@@ -83,4 +87,22 @@ pub async fn logout(
         .revoke_session(caller.session, &caller.audit())
         .await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// A fresh token for the caller's session, while the session is open: clients renew before the
+/// 15 minutes run out instead of sending the password again.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth",
+    responses((status = 200, body = TokenResponse), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json")))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<TokenResponse>> {
+    let now = Utc::now();
+    let (token, exp) = state.keys.issue(&caller.user, caller.session, now)?;
+    Ok(Json(TokenResponse {
+        access_token: token,
+        token_type: "Bearer",
+        expires_at: exp.to_rfc3339(),
+        expires_in: (exp - now).num_seconds(),
+    }))
 }

@@ -8,16 +8,20 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
-use axum::routing::{get, post, put};
-use axum::Router;
+use axum::routing::get;
+use axum::{Json, Router};
 use cva_access::throttle::LoginThrottle;
 use cva_access::{AccessStore, TokenKeys};
 use cva_ledger::committer::Committer;
 use cva_ledger::Ledger;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::AppState;
+use super::openapi::ApiDoc;
 use super::{audit, health, ledger, sessions, users};
 
 /// Largest request body accepted (an entry has at most 1,000 lines).
@@ -33,25 +37,45 @@ pub fn state(ledger: Ledger, keys: TokenKeys) -> AppState {
     }
 }
 
+/// The router and the OpenAPI document describing it, built together.
+pub fn app_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(sessions::login))
+        .routes(routes!(sessions::logout))
+        .routes(routes!(sessions::refresh))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::disable))
+        .routes(routes!(users::enable))
+        .routes(routes!(users::set_password))
+        .routes(routes!(users::set_roles))
+        .routes(routes!(ledger::accounts))
+        .routes(routes!(ledger::balance))
+        .routes(routes!(ledger::post_entry))
+        .routes(routes!(ledger::entry))
+        .routes(routes!(ledger::reverse))
+        .routes(routes!(ledger::trial_balance))
+        .routes(routes!(ledger::journal))
+        .routes(routes!(audit::list))
+        .split_for_parts();
+    let served = Arc::new(doc.clone());
+    let router = router.route(
+        "/v1/openapi.json",
+        get(move || {
+            let doc = served.clone();
+            async move { Json(doc.as_ref().clone()) }
+        }),
+    );
+    (app_layers(router, state), doc)
+}
+
 pub fn app(state: AppState) -> Router {
+    app_and_doc(state).0
+}
+
+fn app_layers(router: Router<AppState>, state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/v1/auth/login", post(sessions::login))
-        .route("/v1/auth/logout", post(sessions::logout))
-        .route("/v1/users", get(users::list).post(users::create))
-        .route("/v1/users/{id}/disable", post(users::disable))
-        .route("/v1/users/{id}/enable", post(users::enable))
-        .route("/v1/users/{id}/password", post(users::set_password))
-        .route("/v1/users/{id}/roles", put(users::set_roles))
-        .route("/v1/accounts", get(ledger::accounts))
-        .route("/v1/accounts/{code}/balance", get(ledger::balance))
-        .route("/v1/entries", post(ledger::post_entry))
-        .route("/v1/entries/{id}", get(ledger::entry))
-        .route("/v1/entries/{id}/reverse", post(ledger::reverse))
-        .route("/v1/trial-balance", get(ledger::trial_balance))
-        .route("/v1/journal", get(ledger::journal))
-        .route("/v1/audit", get(audit::list))
+    router
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(

@@ -9,11 +9,18 @@ use cva_access::{NewUser, Role, User, UserId, Username};
 use serde::Deserialize;
 
 use super::auth::{AppState, Caller};
-use super::problem::{ApiError, ApiResult};
+use super::problem::{ApiError, ApiResult, Problem};
 
 type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+type IdPath = Result<Path<i64>, axum::extract::rejection::PathRejection>;
 
-#[derive(Debug, Deserialize)]
+/// The `{id}` of the path, or a problem+json 400 (not axum's plain-text rejection).
+fn user_id(p: IdPath) -> Result<i64, ApiError> {
+    p.map(|Path(id)| id)
+        .map_err(|_| ApiError::BadRequest("id: must be a user id (a whole number)".into()))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     pub username: String,
@@ -23,13 +30,13 @@ pub struct CreateUser {
     pub programmes: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPassword {
     pub password: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRoles {
     pub roles: Vec<String>,
@@ -61,11 +68,15 @@ fn programmes(list: Vec<String>) -> Result<Vec<String>, ApiError> {
     Ok(list)
 }
 
+#[utoipa::path(get, path = "/v1/users", tag = "users",
+    responses((status = 200, body = Vec<User>), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json")))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<User>>> {
     caller.require(&[Role::Admin])?;
     Ok(Json(state.access.users().await?))
 }
 
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUser,
+    responses((status = 201, body = User), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -83,12 +94,15 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+#[utoipa::path(post, path = "/v1/users/{id}/disable", tag = "users", params(("id" = i64, Path, description = "user id")),
+    responses((status = 200, body = User), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn disable(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    id: IdPath,
 ) -> ApiResult<Json<User>> {
     caller.require(&[Role::Admin])?;
+    let id = user_id(id)?;
     if id == caller.user.id.0 {
         return Err(ApiError::Unprocessable(
             "invalid-user",
@@ -103,12 +117,15 @@ pub async fn disable(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/users/{id}/enable", tag = "users", params(("id" = i64, Path, description = "user id")),
+    responses((status = 200, body = User), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn enable(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    id: IdPath,
 ) -> ApiResult<Json<User>> {
     caller.require(&[Role::Admin])?;
+    let id = user_id(id)?;
     Ok(Json(
         state
             .access
@@ -117,13 +134,16 @@ pub async fn enable(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/users/{id}/password", tag = "users", params(("id" = i64, Path, description = "user id")), request_body = SetPassword,
+    responses((status = 204, description = "password replaced"), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn set_password(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    id: IdPath,
     body: Body<SetPassword>,
 ) -> ApiResult<StatusCode> {
     caller.require(&[Role::Admin])?;
+    let id = user_id(id)?;
     let Json(b) = body?;
     state
         .access
@@ -132,13 +152,22 @@ pub async fn set_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(put, path = "/v1/users/{id}/roles", tag = "users", params(("id" = i64, Path, description = "user id")), request_body = SetRoles,
+    responses((status = 200, body = User), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn set_roles(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    id: IdPath,
     body: Body<SetRoles>,
 ) -> ApiResult<Json<User>> {
     caller.require(&[Role::Admin])?;
+    let id = user_id(id)?;
+    if id == caller.user.id.0 {
+        return Err(ApiError::Unprocessable(
+            "invalid-user",
+            "you cannot change your own roles; another admin must".into(),
+        ));
+    }
     let Json(b) = body?;
     let roles = roles(&b.roles)?;
     let programmes = programmes(b.programmes)?;

@@ -124,14 +124,19 @@ macro_rules! with_backend {
 }
 
 /// One account's balance, on its normal side, now or as of a time.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize)]
 pub struct Balance {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub account: AccountCode,
     pub account_type: crate::account::AccountType,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub currency: Currency,
     #[serde(serialize_with = "ser_minor")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub debits: Amount,
     #[serde(serialize_with = "ser_minor")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub credits: Amount,
     /// Balance on the normal side (positive = the account holds/owes what its type says).
     pub balance: String,

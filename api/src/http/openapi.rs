@@ -1,0 +1,39 @@
+//! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]` annotations: the
+//! router is built with `utoipa_axum::routes!`, which registers a route and its documentation
+//! together, so a route cannot be served without being documented. Served at
+//! `GET /v1/openapi.json`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "CVA disbursement ledger API",
+        description = "Cash and voucher assistance: ledger, users and audit trail. Errors are RFC 9457 problem+json.",
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "health"), (name = "auth"), (name = "users"), (name = "ledger"), (name = "audit")
+    )
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
