@@ -30,6 +30,8 @@ pub enum AccessError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Ledger(#[from] cva_ledger::LedgerError),
+    #[error("stored {0} are unreadable")]
+    Corrupt(&'static str),
     #[error("password hashing failed")]
     Hashing,
 }

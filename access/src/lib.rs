@@ -9,6 +9,7 @@ pub mod error;
 pub mod maker_checker;
 pub mod password;
 pub mod role;
+pub mod session_cache;
 pub mod store;
 pub mod throttle;
 pub mod token;

@@ -2,6 +2,8 @@
 //! Every change writes an audit event in the same transaction. Password hashes never leave this
 //! module: callers get [`User`]s, and [`AccessStore::login`] does the verification.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, Utc};
 use cva_ledger::audit::{self, AuditContext, AuditRecord};
 use cva_ledger::Ledger;
@@ -11,6 +13,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::password::{self, Password};
+use crate::session_cache::SessionCache;
 use crate::{AccessError, Role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -96,6 +99,7 @@ pub struct Session {
 #[derive(Debug, Clone)]
 pub struct AccessStore {
     ledger: Ledger,
+    cache: Arc<SessionCache>,
 }
 
 fn record(
@@ -137,7 +141,30 @@ fn unique_violation(e: &sqlx::Error) -> bool {
 
 impl AccessStore {
     pub fn new(ledger: Ledger) -> Self {
-        AccessStore { ledger }
+        AccessStore {
+            ledger,
+            cache: Arc::default(),
+        }
+    }
+
+    /// On PostgreSQL, starts the session cache ([`crate::session_cache`]) so that authenticated
+    /// requests need no database round trip for their session. Returns whether it is on. Without
+    /// it (SQLite, or when listening fails) every request asks the database.
+    pub async fn enable_session_cache(&self) -> bool {
+        let Some(pool) = self.ledger.pg_pool() else {
+            return false;
+        };
+        match self.cache.start(pool.clone()).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "session cache unavailable; checking the database per request");
+                false
+            }
+        }
+    }
+
+    pub fn session_cache_enabled(&self) -> bool {
+        self.cache.is_enabled()
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -248,117 +275,83 @@ impl AccessStore {
         }
     }
 
+    /// Every user, in id order: one query.
     pub async fn users(&self) -> Result<Vec<User>> {
-        let ids: Vec<i64> = if let Some(pool) = self.ledger.pg_pool() {
-            sqlx::query_scalar("SELECT id FROM users ORDER BY id")
-                .fetch_all(pool)
-                .await?
-        } else if let Some(pool) = self.ledger.sqlite_pool() {
-            sqlx::query_scalar("SELECT id FROM users ORDER BY id")
-                .fetch_all(pool)
-                .await?
-        } else {
-            Vec::new()
-        };
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(u) = self.user(UserId(id)).await? {
-                out.push(u);
-            }
-        }
-        Ok(out)
+        let rows = self.load_users(Filter::All).await?;
+        Ok(rows.into_iter().map(|l| l.user).collect())
     }
 
     /// Loads a user and its hash by `id` or `username`.
     async fn user_row(&self, by: &str, value: &str) -> Result<Option<(User, String)>> {
-        let column = if by == "id" { "id" } else { "username" };
-        let (row, roles, programmes): (Option<UserRow>, Vec<String>, Vec<String>) = if let Some(
-            pool,
-        ) =
-            self.ledger.pg_pool()
-        {
+        let filter = if by == "id" {
+            Filter::Id(value.parse::<i64>().unwrap_or(-1))
+        } else {
+            Filter::Username(value.to_owned())
+        };
+        Ok(self
+            .load_users(filter)
+            .await?
+            .into_iter()
+            .next()
+            .map(|l| (l.user, l.hash)))
+    }
+
+    /// The one place users are read: the user row with its roles and programmes aggregated in
+    /// the same statement, so an authenticated request costs one round trip, not four.
+    async fn load_users(&self, filter: Filter) -> Result<Vec<Loaded>> {
+        let now = Utc::now();
+        let mut out = Vec::new();
+        if let Some(pool) = self.ledger.pg_pool() {
+            let (from, cond) = filter.sql(true);
             let sql = format!(
-                "SELECT id, username, password_hash, disabled FROM users WHERE {column} = $1"
+                "SELECT u.id, u.username, u.password_hash, u.disabled, \
+                 ARRAY(SELECT role FROM user_roles r WHERE r.user_id = u.id ORDER BY role), \
+                 ARRAY(SELECT programme FROM user_programmes p WHERE p.user_id = u.id ORDER BY programme), \
+                 {expiry} FROM {from} WHERE {cond} ORDER BY u.id",
+                expiry = if matches!(filter, Filter::Session(..)) {
+                    "s.expires_at"
+                } else {
+                    "NULL::timestamptz"
+                }
             );
             let q = sqlx::query(&sql);
-            let q = if by == "id" {
-                q.bind(value.parse::<i64>().unwrap_or(-1))
-            } else {
-                q.bind(value)
+            let q = match &filter {
+                Filter::All => q,
+                Filter::Id(id) => q.bind(*id),
+                Filter::Username(name) => q.bind(name.as_str()),
+                Filter::Session(sid, uid) => q.bind(*sid).bind(*uid).bind(now),
             };
-            match q.fetch_optional(pool).await? {
-                None => (None, vec![], vec![]),
-                Some(r) => {
-                    let id: i64 = r.try_get(0)?;
-                    let roles = sqlx::query_scalar(
-                        "SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role",
-                    )
-                    .bind(id)
-                    .fetch_all(pool)
-                    .await?;
-                    let progs = sqlx::query_scalar("SELECT programme FROM user_programmes WHERE user_id = $1 ORDER BY programme")
-                            .bind(id)
-                            .fetch_all(pool)
-                            .await?;
-                    (
-                        Some((id, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)),
-                        roles,
-                        progs,
-                    )
-                }
+            for r in q.fetch_all(pool).await? {
+                let row: UserRow = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+                let mut loaded = assemble(row, r.try_get(4)?, r.try_get(5)?)?;
+                loaded.session_expires = r.try_get(6)?;
+                out.push(loaded);
             }
         } else if let Some(pool) = self.ledger.sqlite_pool() {
+            let (from, cond) = filter.sql(false);
             let sql = format!(
-                "SELECT id, username, password_hash, disabled FROM users WHERE {column} = ?1"
+                "SELECT u.id, u.username, u.password_hash, u.disabled, \
+                 (SELECT json_group_array(role) FROM user_roles r WHERE r.user_id = u.id), \
+                 (SELECT json_group_array(programme) FROM user_programmes p WHERE p.user_id = u.id) \
+                 FROM {from} WHERE {cond} ORDER BY u.id"
             );
             let q = sqlx::query(&sql);
-            let q = if by == "id" {
-                q.bind(value.parse::<i64>().unwrap_or(-1))
-            } else {
-                q.bind(value)
+            let q = match &filter {
+                Filter::All => q,
+                Filter::Id(id) => q.bind(*id),
+                Filter::Username(name) => q.bind(name.as_str()),
+                Filter::Session(sid, uid) => q.bind(*sid).bind(*uid).bind(micros(now)),
             };
-            match q.fetch_optional(pool).await? {
-                None => (None, vec![], vec![]),
-                Some(r) => {
-                    let id: i64 = r.try_get(0)?;
-                    let roles = sqlx::query_scalar(
-                        "SELECT role FROM user_roles WHERE user_id = ?1 ORDER BY role",
-                    )
-                    .bind(id)
-                    .fetch_all(pool)
-                    .await?;
-                    let progs = sqlx::query_scalar("SELECT programme FROM user_programmes WHERE user_id = ?1 ORDER BY programme")
-                            .bind(id)
-                            .fetch_all(pool)
-                            .await?;
-                    (
-                        Some((id, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)),
-                        roles,
-                        progs,
-                    )
-                }
+            for r in q.fetch_all(pool).await? {
+                let row: UserRow = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+                let roles: Vec<String> = serde_json::from_str(r.try_get::<&str, _>(4)?)
+                    .map_err(|_| AccessError::Corrupt("user roles"))?;
+                let programmes: Vec<String> = serde_json::from_str(r.try_get::<&str, _>(5)?)
+                    .map_err(|_| AccessError::Corrupt("user programmes"))?;
+                out.push(assemble(row, roles, programmes)?);
             }
-        } else {
-            (None, vec![], vec![])
-        };
-        let Some((id, username, hash, disabled)) = row else {
-            return Ok(None);
-        };
-        let mut parsed = Vec::with_capacity(roles.len());
-        for r in roles {
-            parsed.push(Role::parse(&r)?);
         }
-        parsed.sort();
-        Ok(Some((
-            User {
-                id: UserId(id),
-                username: Username(username),
-                roles: parsed,
-                programmes,
-                disabled,
-            },
-            hash,
-        )))
+        Ok(out)
     }
 
     /// Verifies a username and password. Unknown users cost the same time as a wrong password;
@@ -429,34 +422,22 @@ impl AccessStore {
     /// The user behind a session, if the session is open (not revoked, not expired) and the
     /// user is not disabled. One query per request.
     pub async fn active_session(&self, session: Uuid, user_id: UserId) -> Result<Option<User>> {
-        let now = Utc::now();
-        let live: Option<i64> = if let Some(pool) = self.ledger.pg_pool() {
-            sqlx::query_scalar(
-                "SELECT u.id FROM sessions s JOIN users u ON u.id = s.user_id \
-                 WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3 AND NOT u.disabled",
-            )
-            .bind(session)
-            .bind(user_id.0)
-            .bind(now)
-            .fetch_optional(pool)
-            .await?
-        } else if let Some(pool) = self.ledger.sqlite_pool() {
-            sqlx::query_scalar(
-                "SELECT u.id FROM sessions s JOIN users u ON u.id = s.user_id \
-                 WHERE s.id = ?1 AND s.user_id = ?2 AND s.revoked_at IS NULL AND s.expires_at > ?3 AND u.disabled = 0",
-            )
-            .bind(session)
-            .bind(user_id.0)
-            .bind(micros(now))
-            .fetch_optional(pool)
-            .await?
-        } else {
-            None
-        };
-        match live {
-            Some(id) => self.user(UserId(id)).await,
-            None => Ok(None),
+        if let Some(user) = self.cache.get(session, user_id.0) {
+            return Ok(Some(user));
         }
+        let generation = self.cache.generation();
+        let found = self
+            .load_users(Filter::Session(session, user_id.0))
+            .await?
+            .into_iter()
+            .next();
+        if let (Some(g), Some(l)) = (generation, &found) {
+            if let Some(expires) = l.session_expires {
+                let left = (expires - Utc::now()).to_std().unwrap_or_default();
+                self.cache.insert(g, session, l.user.clone(), left);
+            }
+        }
+        Ok(found.map(|l| l.user))
     }
 
     /// Ends a session (logout).
@@ -519,7 +500,8 @@ impl AccessStore {
         self.user(id).await?.ok_or(AccessError::UserNotFound(id.0))
     }
 
-    /// Replaces a user's password; the change is audited without the password or its hash.
+    /// Replaces a user's password and ends all of the user's sessions (a reset usually follows a
+    /// suspected compromise); the change is audited without the password or its hash.
     pub async fn set_password(
         &self,
         id: UserId,
@@ -536,30 +518,46 @@ impl AccessStore {
         );
         let n = if let Some(pool) = self.ledger.pg_pool() {
             let mut tx = pool.begin().await?;
+            let now = Utc::now();
             let n =
                 sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
                     .bind(&hash)
-                    .bind(Utc::now())
+                    .bind(now)
                     .bind(id.0)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
             if n > 0 {
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
                 audit::append_pg(&mut tx, &rec).await?;
                 tx.commit().await?;
             }
             n
         } else if let Some(pool) = self.ledger.sqlite_pool() {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let now = micros(Utc::now());
             let n =
                 sqlx::query("UPDATE users SET password_hash = ?1, updated_at = ?2 WHERE id = ?3")
                     .bind(&hash)
-                    .bind(micros(Utc::now()))
+                    .bind(now)
                     .bind(id.0)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
             if n > 0 {
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = ?1 WHERE user_id = ?2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
                 audit::append_sqlite(&mut tx, &rec).await?;
                 tx.commit().await?;
             }
@@ -570,6 +568,7 @@ impl AccessStore {
         if n == 0 {
             return Err(AccessError::UserNotFound(id.0));
         }
+        self.cache.invalidate();
         Ok(())
     }
 
@@ -643,6 +642,7 @@ impl AccessStore {
             audit::append_sqlite(&mut tx, &rec).await?;
             tx.commit().await?;
         }
+        self.cache.invalidate();
         self.user(id).await?.ok_or(AccessError::UserNotFound(id.0))
     }
 
@@ -667,6 +667,9 @@ impl AccessStore {
             if n > 0 {
                 audit::append_pg(&mut tx, &rec).await?;
                 tx.commit().await?;
+                // The notification reaches this process too, but a little later: clear now so
+                // this server refuses the next request at once.
+                self.cache.invalidate();
             }
             Ok(n)
         } else if let Some(pool) = self.ledger.sqlite_pool() {
@@ -690,6 +693,65 @@ impl AccessStore {
 
 /// id, username, password hash, disabled.
 type UserRow = (i64, String, String, bool);
+
+/// Which users [`AccessStore::load_users`] reads.
+enum Filter {
+    All,
+    Id(i64),
+    Username(String),
+    /// An open session (not revoked, not expired) of a user who is not disabled.
+    Session(Uuid, i64),
+}
+
+impl Filter {
+    /// The FROM and WHERE clauses; placeholders are `$n` on PostgreSQL and `?n` on SQLite.
+    fn sql(&self, pg: bool) -> (&'static str, &'static str) {
+        match (self, pg) {
+            (Filter::All, _) => ("users u", "TRUE"),
+            (Filter::Id(_), true) => ("users u", "u.id = $1"),
+            (Filter::Id(_), false) => ("users u", "u.id = ?1"),
+            (Filter::Username(_), true) => ("users u", "u.username = $1"),
+            (Filter::Username(_), false) => ("users u", "u.username = ?1"),
+            (Filter::Session(..), true) => (
+                "sessions s JOIN users u ON u.id = s.user_id",
+                "s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3 AND NOT u.disabled",
+            ),
+            (Filter::Session(..), false) => (
+                "sessions s JOIN users u ON u.id = s.user_id",
+                "s.id = ?1 AND s.user_id = ?2 AND s.revoked_at IS NULL AND s.expires_at > ?3 AND u.disabled = 0",
+            ),
+        }
+    }
+}
+
+/// A user as read by [`AccessStore::load_users`].
+struct Loaded {
+    user: User,
+    hash: String,
+    /// When the session expires (PostgreSQL session lookups only).
+    session_expires: Option<DateTime<Utc>>,
+}
+
+fn assemble(row: UserRow, roles: Vec<String>, mut programmes: Vec<String>) -> Result<Loaded> {
+    let (id, username, hash, disabled) = row;
+    let mut parsed = Vec::with_capacity(roles.len());
+    for r in roles {
+        parsed.push(Role::parse(&r)?);
+    }
+    parsed.sort();
+    programmes.sort();
+    Ok(Loaded {
+        user: User {
+            id: UserId(id),
+            username: Username(username),
+            roles: parsed,
+            programmes,
+            disabled,
+        },
+        hash,
+        session_expires: None,
+    })
+}
 
 enum Bind {
     I64(i64),

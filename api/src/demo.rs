@@ -138,7 +138,8 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
     };
     let budget_line = format!("funds:{PROGRAMME}:mpca");
     let expense = format!("expense:transfers:{PROGRAMME}:mpca");
-    let entitlement = |h: &Household| format!("liabilities:entitlements:{}", h.household_id);
+    let entitlement =
+        |h: &Household| format!("liabilities:entitlements:{PROGRAMME}:{}", h.household_id);
     let float = |p: &str| format!("assets:float:{p}");
     let transit = |p: &str| format!("liabilities:in-transit:{p}");
     let fees = |p: &str| format!("expense:fees:{p}");

@@ -9,7 +9,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use chrono::Duration;
 use cva_access::password::Password;
-use cva_access::{NewUser, Role, TokenKeys, User, UserId, Username};
+use cva_access::{NewUser, Role, TokenKeys, User, Username};
 use cva_api::http::auth::AppState;
 use cva_api::http::startup;
 use cva_ledger::audit::AuditContext;
@@ -39,12 +39,16 @@ impl Api {
     async fn new() -> Api {
         let db = TestDb::new().await;
         let keys = TokenKeys::from_secret(SECRET, Duration::minutes(15)).unwrap();
-        let state = startup::state(db.ledger.clone(), keys);
+        let state = startup::state(db.ledger.clone(), keys).await;
         let app = startup::app(state.clone());
         Api { db, state, app }
     }
 
     async fn user(&self, name: &str, roles: &[Role]) -> User {
+        self.user_in(name, roles, &[]).await
+    }
+
+    async fn user_in(&self, name: &str, roles: &[Role], programmes: &[&str]) -> User {
         self.state
             .access
             .create_user(
@@ -52,7 +56,7 @@ impl Api {
                     username: Username::parse(name).unwrap(),
                     password: Password::parse(PASSWORD).unwrap(),
                     roles: roles.to_vec(),
-                    programmes: vec![],
+                    programmes: programmes.iter().map(|p| (*p).to_owned()).collect(),
                 },
                 &ctx(),
             )
@@ -401,7 +405,6 @@ async fn role_matrix() {
         )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let _ = UserId(0);
     api.db.cleanup().await;
 }
 
@@ -660,5 +663,242 @@ async fn refresh_renews_the_token_of_an_open_session_only() {
             "a logged-out session cannot be refreshed"
         );
     }
+    api.db.cleanup().await;
+}
+
+/// Polls `GET /v1/accounts` with `token` until it is refused; the change was made elsewhere
+/// (another server process or `psql`), so on PostgreSQL it arrives by notification.
+async fn refused_soon(api: &Api, token: &str) -> bool {
+    for _ in 0..200 {
+        let (s, _, _) = api.call("GET", "/v1/accounts", Some(token), None).await;
+        if s == StatusCode::UNAUTHORIZED {
+            return true;
+        }
+        assert_eq!(s, StatusCode::OK);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn access_changes_made_elsewhere_end_sessions() {
+    let api = Api::new().await;
+    assert_eq!(
+        api.state.access.session_cache_enabled(),
+        api.db.is_postgres(),
+        "PostgreSQL servers cache sessions; SQLite ones ask the database each time"
+    );
+    let a = api.user("amadou", &[Role::Auditor]).await;
+    let b = api.user("binta", &[Role::Auditor]).await;
+    let c = api.user("cheick", &[Role::Auditor]).await;
+    let ta = api.login("amadou").await;
+    let tb = api.login("binta").await;
+    let tc = api.login("cheick").await;
+    for t in [&ta, &tb, &tc] {
+        // Twice: the second answer comes from the cache where there is one.
+        for _ in 0..2 {
+            let (s, _, _) = api.call("GET", "/v1/accounts", Some(t), None).await;
+            assert_eq!(s, StatusCode::OK);
+        }
+    }
+
+    // Another server process (its own store and cache, same database) disables amadou.
+    let other = cva_access::AccessStore::new(api.db.ledger.clone());
+    other.set_disabled(a.id, true, &ctx()).await.unwrap();
+    assert!(refused_soon(&api, &ta).await, "disabled elsewhere");
+
+    // An operator revokes binta's sessions with SQL; the database announces it.
+    api.db
+        .raw(&[&format!(
+            "UPDATE sessions SET revoked_at = expires_at WHERE user_id = {}",
+            b.id.0
+        )])
+        .await
+        .unwrap();
+    assert!(refused_soon(&api, &tb).await, "revoked with SQL");
+
+    // Untouched sessions keep working.
+    let (s, _, _) = api.call("GET", "/v1/accounts", Some(&tc), None).await;
+    assert_eq!(s, StatusCode::OK);
+
+    // A password reset ends the user's sessions.
+    api.user("root", &[Role::Admin]).await;
+    let root = api.login("root").await;
+    let (s, v, _) = api
+        .call(
+            "POST",
+            &format!("/v1/users/{}/password", c.id.0),
+            Some(&root),
+            Some(json!({"password": "another long passphrase"})),
+        )
+        .await;
+    assert!(s.is_success(), "{s} {v}");
+    let (s, _, _) = api.call("GET", "/v1/accounts", Some(&tc), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "reset ends sessions at once");
+
+    if api.db.is_postgres() {
+        // Fault: the listening connection dies. The cache turns off (notices sent meanwhile are
+        // lost), listens again, and a change made after that still ends the session.
+        let d = api.user("dede", &[Role::Auditor]).await;
+        let td = api.login("dede").await;
+        let (s, _, _) = api.call("GET", "/v1/accounts", Some(&td), None).await;
+        assert_eq!(s, StatusCode::OK);
+        api.db
+            .raw(&["SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                    WHERE datname = current_database() AND query LIKE 'LISTEN%'"])
+            .await
+            .unwrap();
+        api.db
+            .raw(&[&format!(
+                "UPDATE users SET disabled = true WHERE id = {}",
+                d.id.0
+            )])
+            .await
+            .unwrap();
+        assert!(
+            refused_soon(&api, &td).await,
+            "change while the listener was down"
+        );
+        let mut relistened = false;
+        for _ in 0..300 {
+            if api.state.access.session_cache_enabled() {
+                relistened = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(relistened, "the cache comes back once listening again");
+    }
+    api.db.cleanup().await;
+}
+
+fn funding(key: &str, fund: &str, amount: &str) -> Value {
+    json!({
+        "idempotency_key": key, "description": "Donor funds", "effective_date": "2024-03-01",
+        "lines": [
+            {"account": "assets:bank", "side": "debit", "amount": amount, "currency": "XOF"},
+            {"account": fund, "side": "credit", "amount": amount, "currency": "XOF"}
+        ]
+    })
+}
+
+#[tokio::test]
+async fn programme_scoping_hides_and_refuses_other_programmes() {
+    let api = Api::new().await;
+    api.user("root", &[Role::Admin]).await;
+    api.user_in("p1-finance", &[Role::FinanceOfficer], &["P1"])
+        .await;
+    api.user_in("underscore", &[Role::Auditor], &["P_1"]).await;
+    let root = api.login("root").await;
+    let mut ids = std::collections::HashMap::new();
+    for fund in [
+        "funds:P1:mpca",
+        "funds:P2:mpca",
+        "funds:P_1:cfw",
+        "funds:PX1:cfw",
+        "funds:P1",
+    ] {
+        let (s, v, _) = api
+            .call(
+                "POST",
+                "/v1/entries",
+                Some(&root),
+                Some(funding(fund, fund, "1000")),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        ids.insert(fund, v["id"].as_str().unwrap().to_owned());
+    }
+    let codes = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["code"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let p1 = api.login("p1-finance").await;
+    let (s, v, _) = api.call("GET", "/v1/accounts", Some(&p1), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(codes(&v), ["assets:bank", "funds:P1", "funds:P1:mpca"]);
+    let under = api.login("underscore").await;
+    let (_, v, _) = api.call("GET", "/v1/accounts", Some(&under), None).await;
+    assert_eq!(
+        codes(&v),
+        ["assets:bank", "funds:P_1:cfw"],
+        "`_` is not a wildcard"
+    );
+    let (_, v, _) = api.call("GET", "/v1/accounts", Some(&root), None).await;
+    assert_eq!(codes(&v).len(), 6, "an unrestricted user sees everything");
+    let (s, _, _) = api.call("GET", "/v1/audit", Some(&under), None).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "the audit trail covers every programme"
+    );
+
+    // Single objects outside the scope are "not found"; inside, readable.
+    for (path, want) in [
+        (
+            "/v1/accounts/funds:P1:mpca/balance".to_owned(),
+            StatusCode::OK,
+        ),
+        (
+            "/v1/accounts/assets:bank/balance".to_owned(),
+            StatusCode::OK,
+        ),
+        (
+            "/v1/accounts/funds:P2:mpca/balance".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            format!("/v1/entries/{}", ids["funds:P1:mpca"]),
+            StatusCode::OK,
+        ),
+        (
+            format!("/v1/entries/{}", ids["funds:P2:mpca"]),
+            StatusCode::NOT_FOUND,
+        ),
+        ("/v1/trial-balance".to_owned(), StatusCode::FORBIDDEN),
+        ("/v1/journal".to_owned(), StatusCode::FORBIDDEN),
+    ] {
+        let (s, v, _) = api.call("GET", &path, Some(&p1), None).await;
+        assert_eq!(s, want, "{path}: {v}");
+    }
+
+    // Writes outside the scope are refused and leave no trace.
+    let before = cva_ledger::testing::entry_count(&api.db.ledger).await;
+    let (s, v, _) = api
+        .call(
+            "POST",
+            "/v1/entries",
+            Some(&p1),
+            Some(funding("p1-into-p2", "funds:P2:mpca", "5")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("funds:P2:mpca"));
+    let (s, _, _) = api
+        .call(
+            "POST",
+            &format!("/v1/entries/{}/reverse", ids["funds:P2:mpca"]),
+            Some(&p1),
+            Some(json!({"reason": "not mine"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        cva_ledger::testing::entry_count(&api.db.ledger).await,
+        before
+    );
+    let (s, v, _) = api
+        .call(
+            "POST",
+            "/v1/entries",
+            Some(&p1),
+            Some(funding("p1-own", "funds:P1:mpca", "5")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     api.db.cleanup().await;
 }

@@ -40,6 +40,8 @@ pub enum LedgerError {
     ReversalOfReversal(EntryId),
     #[error("entry {0} does not exist")]
     EntryNotFound(EntryId),
+    #[error("account `{0}` belongs to a programme outside your scope")]
+    OutOfScope(String),
     #[error("entry #{index} of the batch was refused: {source}")]
     BatchRejected {
         index: usize,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod export;
 pub mod money;
 pub mod posting;
+pub mod scope;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

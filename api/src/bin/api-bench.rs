@@ -33,8 +33,10 @@
 //!   one keep-alive HTTP/1.1 connection (requests are sequential within a task, so the pool of
 //!   one idle connection per host is reused), send `--requests` `GET
 //!   /v1/accounts/assets:bank/balance` with the bearer token in all, split evenly. Each request
-//!   is authenticated as in production: JWT check, then the session, the user and its roles and
-//!   programmes read from the database, then the balance read. Latency is measured around each
+//!   is authenticated as in production: JWT check, then the session (open, user not disabled,
+//!   roles and programmes) — on SQLite read from the database every time, on PostgreSQL from the
+//!   session cache that the database's notifications keep exact (`cva_access::session_cache`,
+//!   as `cva serve` runs it) — then the balance read from the database. Latency is measured around each
 //!   request, from send to the last byte of the body (the first request of a task also opens its
 //!   connection); percentiles are nearest-rank over all requests; the rate is `--requests` over
 //!   wall time. An error is a transport error, a status other than 200, or a body different from
@@ -113,7 +115,7 @@ async fn main() -> Result<ExitCode> {
     ledger.migrate().await.context("migrating")?;
     println!("# backend: {}", ledger.backend_name());
     let keys = TokenKeys::from_secret(SECRET, chrono::Duration::minutes(15))?;
-    let state = startup::state(ledger.clone(), keys);
+    let state = startup::state(ledger.clone(), keys).await;
     let ctx = AuditContext {
         actor_id: None,
         actor: "api-bench".into(),

@@ -30,7 +30,7 @@ pub async fn run(url: &str, args: ServeArgs) -> anyhow::Result<()> {
         "cva API listening on http://{addr} ({} database)",
         ledger.backend_name()
     );
-    let state = startup::state(ledger.clone(), keys);
+    let state = startup::state(ledger.clone(), keys).await;
     startup::serve(listener, state).await?;
     ledger.close().await;
     Ok(())

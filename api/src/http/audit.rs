@@ -40,6 +40,7 @@ pub async fn list(
     params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Page>> {
     caller.require(&[Role::Auditor, Role::Admin])?;
+    caller.require_unrestricted()?;
     let Query(p) = params?;
     let query = AuditQuery {
         actor: p.actor,

@@ -10,6 +10,7 @@ use cva_access::throttle::LoginThrottle;
 use cva_access::{AccessStore, Role, TokenKeys, User, UserId};
 use cva_ledger::audit::AuditContext;
 use cva_ledger::committer::Committer;
+use cva_ledger::scope::Scope;
 use cva_ledger::Ledger;
 use uuid::Uuid;
 
@@ -91,6 +92,23 @@ impl Caller {
                 "this needs one of the roles: {}",
                 names.join(", ")
             )))
+        }
+    }
+
+    /// The part of the books this caller may see (see `cva_ledger::scope`).
+    pub fn scope(&self) -> Scope {
+        Scope::of(&self.user.programmes)
+    }
+
+    /// Refuses (403) a caller limited to some programmes: whole-book views (trial balance,
+    /// journal, audit trail) would show the other programmes.
+    pub fn require_unrestricted(&self) -> Result<(), ApiError> {
+        if self.user.programmes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "this covers every programme; your access is limited to some".into(),
+            ))
         }
     }
 

@@ -10,6 +10,7 @@ use cva_ledger::account::{Account, AccountCode};
 use cva_ledger::entry::{EntryId, EntryInput, NewEntry, PostedEntry};
 use cva_ledger::posting::Posting;
 use cva_ledger::store::Balance;
+use cva_ledger::Ledger;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{AppState, Caller, POSTERS, READERS};
@@ -26,7 +27,7 @@ pub async fn accounts(
     caller: Caller,
 ) -> ApiResult<Json<Vec<Account>>> {
     caller.require(READERS)?;
-    Ok(Json(state.ledger.accounts().await?))
+    Ok(Json(state.ledger.accounts_in(&caller.scope()).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -56,7 +57,12 @@ pub async fn balance(
                 .map_err(|e| ApiError::BadRequest(format!("as_of: {e}")))?,
         ),
     };
-    Ok(Json(state.ledger.balance(&code, as_of).await?))
+    Ok(Json(
+        state
+            .ledger
+            .balance_in(&caller.scope(), &code, as_of)
+            .await?,
+    ))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -77,6 +83,7 @@ pub async fn post_entry(
     caller.require(POSTERS)?;
     let Json(input) = body?;
     let entry = NewEntry::from_input(input).map_err(cva_ledger::LedgerError::from)?;
+    Ledger::check_scope(&caller.scope(), &entry)?;
     let posting = state.committer.post_audited(entry, caller.audit()).await?;
     Ok(match posting {
         Posting::Posted(id) => (
@@ -99,7 +106,7 @@ pub async fn entry(
 ) -> ApiResult<Json<PostedEntry>> {
     caller.require(READERS)?;
     let id = EntryId::parse(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok(Json(state.ledger.entry(id).await?))
+    Ok(Json(state.ledger.entry_in(&caller.scope(), id).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -119,6 +126,7 @@ pub async fn reverse(
     caller.require(POSTERS)?;
     let id = EntryId::parse(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let Json(b) = body?;
+    state.ledger.entry_in(&caller.scope(), id).await?;
     let posting = state
         .ledger
         .reverse_audited(id, &b.reason, &caller.audit())
@@ -139,6 +147,7 @@ pub async fn trial_balance(
     caller: Caller,
 ) -> ApiResult<impl IntoResponse> {
     caller.require(READERS)?;
+    caller.require_unrestricted()?;
     let tb = state.ledger.trial_balance().await?;
     let mut out = Vec::new();
     crate::commands::print_trial_balance(&tb, crate::cli::Format::Json, &mut out)
@@ -153,6 +162,7 @@ pub async fn journal(
     caller: Caller,
 ) -> ApiResult<impl IntoResponse> {
     caller.require(READERS)?;
+    caller.require_unrestricted()?;
     let mut out = Vec::new();
     cva_ledger::export::write_ledger_journal(&state.ledger, &mut out).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out))

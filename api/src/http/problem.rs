@@ -153,6 +153,7 @@ impl From<LedgerError> for ApiError {
             }
             L::AccountExists { .. } => ApiError::Conflict("account-exists", e.to_string()),
             L::UnknownAccount(_) | L::EntryNotFound(_) => ApiError::NotFound(e.to_string()),
+            L::OutOfScope(_) => ApiError::Forbidden(e.to_string()),
             L::BatchRejected { .. } => ApiError::Unprocessable("batch-refused", e.to_string()),
             L::Refused(_) => ApiError::Unprocessable("refused", e.to_string()),
             other => ApiError::Internal(format!("{other:?}")),

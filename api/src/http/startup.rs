@@ -27,9 +27,14 @@ use super::{audit, health, ledger, sessions, users};
 /// Largest request body accepted (an entry has at most 1,000 lines).
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-pub fn state(ledger: Ledger, keys: TokenKeys) -> AppState {
+/// The server's shared state. On PostgreSQL this also starts the session cache (see
+/// `cva_access::session_cache`); if that fails the server still runs, checking sessions in the
+/// database on every request.
+pub async fn state(ledger: Ledger, keys: TokenKeys) -> AppState {
+    let access = AccessStore::new(ledger.clone());
+    access.enable_session_cache().await;
     AppState {
-        access: AccessStore::new(ledger.clone()),
+        access,
         committer: Committer::start(ledger.clone(), 1024),
         keys: Arc::new(keys),
         throttle: Arc::new(LoginThrottle::new(5, Duration::from_secs(15 * 60))),

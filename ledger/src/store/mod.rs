@@ -43,6 +43,7 @@ use crate::entry::{EntryId, IdempotencyKey, Line, NewEntry, PostedEntry};
 use crate::error::{LedgerError, Result};
 use crate::money::{Amount, Currency};
 use crate::posting::{plan, AccountState, BatchMode, Posting, Snapshot};
+use crate::scope::Scope;
 
 pub use postgres::PgBackend;
 pub use sqlite::SqliteBackend;
@@ -253,7 +254,43 @@ impl Ledger {
 
     /// All accounts, ordered by currency then code.
     pub async fn accounts(&self) -> Result<Vec<Account>> {
-        with_backend!(self, b => b.accounts().await)
+        self.accounts_in(&Scope::All).await
+    }
+
+    /// The accounts `scope` admits (see [`crate::scope`]), filtered in the query.
+    pub async fn accounts_in(&self, scope: &Scope) -> Result<Vec<Account>> {
+        with_backend!(self, b => b.accounts(scope).await)
+    }
+
+    /// [`balance`](Self::balance) of an account `scope` admits; others are "unknown".
+    pub async fn balance_in(
+        &self,
+        scope: &Scope,
+        code: &AccountCode,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<Balance> {
+        if !scope.admits(code) {
+            return Err(LedgerError::UnknownAccount(code.to_string()));
+        }
+        self.balance(code, as_of).await
+    }
+
+    /// Refuses an entry that touches an account outside `scope` (checked before posting).
+    pub fn check_scope(scope: &Scope, entry: &NewEntry) -> Result<()> {
+        match scope.first_outside(entry) {
+            Some(a) => Err(LedgerError::OutOfScope(a.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// [`entry`](Self::entry), if every line is inside `scope`; otherwise "not found".
+    pub async fn entry_in(&self, scope: &Scope, id: EntryId) -> Result<PostedEntry> {
+        let entry = self.entry(id).await?;
+        if scope.admits_entry(&entry) {
+            Ok(entry)
+        } else {
+            Err(LedgerError::EntryNotFound(id))
+        }
     }
 
     /// Posts one entry. Same key and content as an earlier post returns the original entry.

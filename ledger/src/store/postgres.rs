@@ -16,6 +16,7 @@ use crate::audit::{self, AuditContext, Pending};
 use crate::entry::{EntryId, IdempotencyKey, PostedEntry};
 use crate::error::{LedgerError, Result};
 use crate::posting::{AccountState, Snapshot};
+use crate::scope::Scope;
 
 /// Batches at least this large go through `COPY`; smaller ones through one `INSERT … UNNEST`
 /// (one round trip, lower latency).
@@ -37,6 +38,10 @@ impl PgBackend {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(30))
+            // No ping before each checkout: it doubles the round trips of a short request. A
+            // connection that died is discarded by the pool when its next query fails, and the
+            // caller's transaction (if any) rolls back; nothing is half-written.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(PgBackend { pool })
@@ -95,12 +100,15 @@ impl PgBackend {
         row.as_ref().map(account_from_row).transpose()
     }
 
-    pub async fn accounts(&self) -> Result<Vec<Account>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY currency, code"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
+    pub async fn accounts(&self, scope: &Scope) -> Result<Vec<Account>> {
+        let (cond, params) = scope.sql(true, 1);
+        let sql =
+            format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE {cond} ORDER BY currency, code");
+        let mut q = sqlx::query(&sql);
+        for p in &params {
+            q = q.bind(p.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(account_from_row).collect()
     }
 

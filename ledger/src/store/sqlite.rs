@@ -19,6 +19,7 @@ use crate::audit::{self, AuditContext, Pending};
 use crate::entry::{EntryId, IdempotencyKey, PostedEntry};
 use crate::error::{LedgerError, Result};
 use crate::posting::{AccountState, Snapshot};
+use crate::scope::Scope;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -44,6 +45,8 @@ impl SqliteBackend {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // An embedded file cannot drop the connection; the ping would only cost time.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(SqliteBackend { pool })
@@ -103,12 +106,15 @@ impl SqliteBackend {
         row.as_ref().map(account_from_row).transpose()
     }
 
-    pub async fn accounts(&self) -> Result<Vec<Account>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY currency, code"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
+    pub async fn accounts(&self, scope: &Scope) -> Result<Vec<Account>> {
+        let (cond, params) = scope.sql(false, 1);
+        let sql =
+            format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE {cond} ORDER BY currency, code");
+        let mut q = sqlx::query(&sql);
+        for p in &params {
+            q = q.bind(p.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(account_from_row).collect()
     }
 
