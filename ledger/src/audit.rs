@@ -182,6 +182,26 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// A record of `action` on `object_type` `object_id` by the context's actor.
+    pub fn new(
+        ctx: &AuditContext,
+        action: &str,
+        object_type: &str,
+        object_id: impl Into<String>,
+        change: serde_json::Value,
+    ) -> AuditRecord {
+        AuditRecord {
+            actor_id: ctx.actor_id,
+            actor: ctx.actor.clone(),
+            role: ctx.role.clone(),
+            action: action.to_owned(),
+            object_type: object_type.to_owned(),
+            object_id: object_id.into(),
+            request_id: ctx.request_id.clone(),
+            change,
+        }
+    }
+
     fn pending(&self) -> Result<Pending> {
         check_field("actor", &self.actor)?;
         check_field("role", &self.role)?;
@@ -859,6 +879,34 @@ pub(crate) fn sqlite_scan(pool: &sqlx::SqlitePool) -> BoxStream<'_, Result<Scann
             })
         })
         .boxed()
+}
+
+/// A connection the audit trail can be appended on, so that code written once for both
+/// backends (the same SQL on a PostgreSQL or an SQLite transaction) can record its events:
+/// `AuditConn::append(&mut *tx, &record).await?`.
+pub trait AuditConn: Send {
+    fn append<'a>(
+        &'a mut self,
+        record: &'a AuditRecord,
+    ) -> futures::future::BoxFuture<'a, Result<AuditEvent>>;
+}
+
+impl AuditConn for sqlx::PgConnection {
+    fn append<'a>(
+        &'a mut self,
+        record: &'a AuditRecord,
+    ) -> futures::future::BoxFuture<'a, Result<AuditEvent>> {
+        Box::pin(append_pg(self, record))
+    }
+}
+
+impl AuditConn for sqlx::SqliteConnection {
+    fn append<'a>(
+        &'a mut self,
+        record: &'a AuditRecord,
+    ) -> futures::future::BoxFuture<'a, Result<AuditEvent>> {
+        Box::pin(append_sqlite(self, record))
+    }
 }
 
 #[cfg(test)]

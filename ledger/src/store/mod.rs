@@ -99,6 +99,30 @@ pub trait Backend: Send + Sync {
         tx: &'a mut Self::Tx,
         events: &'a [Pending],
     ) -> impl Future<Output = Result<()>> + Send + 'a;
+    /// Runs a caller's [`TxHook`] inside the posting transaction.
+    fn run_hook<'a>(
+        tx: &'a mut Self::Tx,
+        hook: &'a dyn TxHook,
+        posted: &'a [(usize, EntryId)],
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
+}
+
+/// Work that must commit or roll back together with a posting: rows of other modules that
+/// record what the entries mean (an entitlement, a batch line). Called once per attempt (a
+/// retried posting calls it again in the new transaction), after the entries are written and
+/// before the audit events; `posted` holds, for each entry written by this call, its index in
+/// the input and its id (replayed entries are not listed). An error rolls everything back.
+pub trait TxHook: Send + Sync {
+    fn postgres<'a>(
+        &'a self,
+        conn: &'a mut sqlx::PgConnection,
+        posted: &'a [(usize, EntryId)],
+    ) -> futures::future::BoxFuture<'a, Result<()>>;
+    fn sqlite<'a>(
+        &'a self,
+        conn: &'a mut sqlx::SqliteConnection,
+        posted: &'a [(usize, EntryId)],
+    ) -> futures::future::BoxFuture<'a, Result<()>>;
 }
 
 /// The ledger, on one of the two backends.
@@ -354,11 +378,42 @@ impl Ledger {
 
     /// Posts a batch; `audits` is empty (no audit) or holds, for each entry, how it is audited
     /// if it is written.
+    /// [`post_many_audited`](Self::post_many_audited), also running `hook` in the same
+    /// transaction (see [`TxHook`]): all entries, the hook's rows and the audit events commit
+    /// together or not at all.
+    #[tracing::instrument(skip_all, fields(entries = entries.len()))]
+    pub async fn post_many_with(
+        &self,
+        entries: &[NewEntry],
+        audit: &AuditContext,
+        hook: &dyn TxHook,
+    ) -> Result<Vec<Posting>> {
+        audit.validate()?;
+        let audits: Vec<Option<EntryAudit>> = entries
+            .iter()
+            .map(|e| Some(EntryAudit::new(audit, "ledger.post", e)))
+            .collect();
+        let out = self
+            .post_batch_with(entries, BatchMode::Atomic, &audits, Some(hook))
+            .await?;
+        out.into_iter().collect()
+    }
+
     pub(crate) async fn post_batch(
         &self,
         entries: &[NewEntry],
         mode: BatchMode,
         audits: &[Option<EntryAudit<'_>>],
+    ) -> Result<Vec<Result<Posting>>> {
+        self.post_batch_with(entries, mode, audits, None).await
+    }
+
+    async fn post_batch_with(
+        &self,
+        entries: &[NewEntry],
+        mode: BatchMode,
+        audits: &[Option<EntryAudit<'_>>],
+        hook: Option<&dyn TxHook>,
     ) -> Result<Vec<Result<Posting>>> {
         if entries.is_empty() {
             return Ok(Vec::new());
@@ -367,7 +422,7 @@ impl Ledger {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = with_backend!(self, b => post_attempt(b, &self.policy, entries, &digests, mode, audits).await);
+            let result = with_backend!(self, b => post_attempt(b, &self.policy, entries, &digests, mode, audits, hook).await);
             match result {
                 Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
                     tracing::debug!(attempt, error = %e, "retrying posting transaction");
@@ -571,6 +626,7 @@ async fn post_attempt<B: Backend>(
     digests: &[[u8; 32]],
     mode: BatchMode,
     audits: &[Option<EntryAudit<'_>>],
+    hook: Option<&dyn TxHook>,
 ) -> Result<Vec<Result<Posting>>> {
     let t0 = std::time::Instant::now();
     let mut tx = b.begin_write().await?;
@@ -626,6 +682,9 @@ async fn post_attempt<B: Backend>(
     let t_open = t0.elapsed();
     let rows = write_set(entries, digests, &planned.inserts, &ids, recorded_at)?;
     B::write(&mut tx, &rows).await?;
+    if let Some(hook) = hook {
+        B::run_hook(&mut tx, hook, &planned.inserts).await?;
+    }
     // Last before the commit: appending holds the audit lock until the transaction ends.
     let events: Vec<Pending> = planned
         .inserts

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::{group_journal, refusal, Backend, JournalRow, VerifyReport, WriteSet};
+use super::{group_journal, refusal, Backend, JournalRow, TxHook, VerifyReport, WriteSet};
 use crate::account::{Account, AccountCode, AccountSpec};
 use crate::audit::{self, AuditContext, Pending};
 use crate::entry::{EntryId, IdempotencyKey, PostedEntry};
@@ -408,6 +408,14 @@ impl Backend for PgBackend {
 
     async fn append_audit<'a>(tx: &'a mut Self::Tx, events: &'a [Pending]) -> Result<()> {
         audit::pg_append(tx, events).await.map(drop)
+    }
+
+    async fn run_hook<'a>(
+        tx: &'a mut Self::Tx,
+        hook: &'a dyn TxHook,
+        posted: &'a [(usize, EntryId)],
+    ) -> Result<()> {
+        hook.postgres(tx, posted).await
     }
 }
 

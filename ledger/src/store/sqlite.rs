@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
-use super::{group_journal, refusal, Backend, JournalRow, VerifyReport, WriteSet};
+use super::{group_journal, refusal, Backend, JournalRow, TxHook, VerifyReport, WriteSet};
 use crate::account::{Account, AccountCode, AccountSpec};
 use crate::audit::{self, AuditContext, Pending};
 use crate::entry::{EntryId, IdempotencyKey, PostedEntry};
@@ -431,5 +431,13 @@ impl Backend for SqliteBackend {
 
     async fn append_audit<'a>(tx: &'a mut Self::Tx, events: &'a [Pending]) -> Result<()> {
         audit::sqlite_append(tx, events).await.map(drop)
+    }
+
+    async fn run_hook<'a>(
+        tx: &'a mut Self::Tx,
+        hook: &'a dyn TxHook,
+        posted: &'a [(usize, EntryId)],
+    ) -> Result<()> {
+        hook.sqlite(tx, posted).await
     }
 }

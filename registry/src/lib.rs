@@ -1,0 +1,96 @@
+//! The programme registry: programmes with budget lines, exchange rates and versioned
+//! transfer-value rules ([`programmes`]); enrolled households with their personal data sealed
+//! ([`households`]); duplicate flags and their adjudication ([`flags`]); and entitlements posted
+//! to the ledger under budget control ([`entitlements`]).
+//!
+//! Start with [`Registry::new`] on a migrated [`Ledger`]. Every change takes an
+//! [`AuditContext`] and writes its audit event in the same transaction. The same SQL serves
+//! PostgreSQL and SQLite: the [`write_tx!`] and [`read_pool!`] macros expand a body once per
+//! backend, so a rule is written once and tested on both.
+
+use std::sync::Arc;
+
+use cva_households::msisdn::OperatorTable;
+use cva_households::pii::PiiKeys;
+use cva_ledger::Ledger;
+
+pub use cva_ledger::audit::AuditContext;
+
+/// Runs `$body` in a write transaction of whichever backend `$ledger` uses, with `$tx` bound to
+/// it, and commits when the body finishes (an early `?` return drops the transaction: nothing is
+/// written). Write SQL with `$n` placeholders (both backends accept them) and portable types.
+#[macro_export]
+macro_rules! write_tx {
+    ($ledger:expr, |$tx:ident| $body:block) => {{
+        if let Some(pool) = $ledger.pg_pool() {
+            let mut $tx = pool.begin().await?;
+            let out = $body;
+            $tx.commit().await?;
+            out
+        } else if let Some(pool) = $ledger.sqlite_pool() {
+            let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let out = $body;
+            $tx.commit().await?;
+            out
+        } else {
+            return Err($crate::RegistryError::NoBackend);
+        }
+    }};
+}
+
+/// Runs `$body` with `$pool` bound to the pool of whichever backend `$ledger` uses (reads).
+#[macro_export]
+macro_rules! read_pool {
+    ($ledger:expr, |$pool:ident| $body:block) => {{
+        if let Some($pool) = $ledger.pg_pool() {
+            $body
+        } else if let Some($pool) = $ledger.sqlite_pool() {
+            $body
+        } else {
+            return Err($crate::RegistryError::NoBackend);
+        }
+    }};
+}
+
+pub mod entitlements;
+pub mod error;
+pub mod flags;
+pub mod households;
+pub mod programmes;
+
+pub use error::{RegistryError, Result};
+
+/// The registry's services. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub(crate) ledger: Ledger,
+    pub(crate) keys: Arc<PiiKeys>,
+    pub(crate) operators: Arc<OperatorTable>,
+    /// Calling code for phone numbers written without one (e.g. `223`).
+    pub(crate) default_country: String,
+}
+
+impl Registry {
+    pub fn new(
+        ledger: Ledger,
+        keys: PiiKeys,
+        operators: OperatorTable,
+        default_country: &str,
+    ) -> Registry {
+        Registry {
+            ledger,
+            keys: Arc::new(keys),
+            operators: Arc::new(operators),
+            default_country: default_country.trim_start_matches('+').to_owned(),
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+}
+
+/// The current time, truncated to microseconds (what both databases keep).
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
+    cva_ledger::store::now_micros()
+}
