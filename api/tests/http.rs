@@ -39,7 +39,13 @@ impl Api {
     async fn new() -> Api {
         let db = TestDb::new().await;
         let keys = TokenKeys::from_secret(SECRET, Duration::minutes(15)).unwrap();
-        let state = startup::state(db.ledger.clone(), keys).await;
+        let registry = cva_registry::Registry::new(
+            db.ledger.clone(),
+            cva_households::pii::PiiKeys::generate().0,
+            cva_households::msisdn::OperatorTable::default_table(),
+            "223",
+        );
+        let state = startup::state(db.ledger.clone(), keys, registry).await;
         let app = startup::app(state.clone());
         Api { db, state, app }
     }

@@ -115,7 +115,13 @@ async fn main() -> Result<ExitCode> {
     ledger.migrate().await.context("migrating")?;
     println!("# backend: {}", ledger.backend_name());
     let keys = TokenKeys::from_secret(SECRET, chrono::Duration::minutes(15))?;
-    let state = startup::state(ledger.clone(), keys).await;
+    let registry = cva_registry::Registry::new(
+        ledger.clone(),
+        cva_households::pii::PiiKeys::generate().0,
+        cva_households::msisdn::OperatorTable::default_table(),
+        "223",
+    );
+    let state = startup::state(ledger.clone(), keys, registry).await;
     let ctx = AuditContext {
         actor_id: None,
         actor: "api-bench".into(),

@@ -22,6 +22,7 @@ pub async fn run(url: &str, args: ServeArgs) -> anyhow::Result<()> {
     let keys = TokenKeys::from_secret(&secret, Duration::minutes(args.token_ttl_minutes))
         .context("refusing to start")?;
     let ledger = super::connect(url).await?;
+    let registry = crate::config::registry(&ledger, url).context("refusing to start")?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -30,7 +31,7 @@ pub async fn run(url: &str, args: ServeArgs) -> anyhow::Result<()> {
         "cva API listening on http://{addr} ({} database)",
         ledger.backend_name()
     );
-    let state = startup::state(ledger.clone(), keys).await;
+    let state = startup::state(ledger.clone(), keys, registry).await;
     startup::serve(listener, state).await?;
     ledger.close().await;
     Ok(())

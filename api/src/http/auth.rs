@@ -12,6 +12,7 @@ use cva_ledger::audit::AuditContext;
 use cva_ledger::committer::Committer;
 use cva_ledger::scope::Scope;
 use cva_ledger::Ledger;
+use cva_registry::Registry;
 use uuid::Uuid;
 
 use super::problem::ApiError;
@@ -24,6 +25,7 @@ pub struct AppState {
     pub keys: Arc<TokenKeys>,
     pub throttle: Arc<LoginThrottle>,
     pub committer: Committer,
+    pub registry: Registry,
 }
 
 /// An authenticated request.

@@ -14,6 +14,7 @@ use cva_access::throttle::LoginThrottle;
 use cva_access::{AccessStore, TokenKeys};
 use cva_ledger::committer::Committer;
 use cva_ledger::Ledger;
+use cva_registry::Registry;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -30,11 +31,12 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// The server's shared state. On PostgreSQL this also starts the session cache (see
 /// `cva_access::session_cache`); if that fails the server still runs, checking sessions in the
 /// database on every request.
-pub async fn state(ledger: Ledger, keys: TokenKeys) -> AppState {
+pub async fn state(ledger: Ledger, keys: TokenKeys, registry: Registry) -> AppState {
     let access = AccessStore::new(ledger.clone());
     access.enable_session_cache().await;
     AppState {
         access,
+        registry,
         committer: Committer::start(ledger.clone(), 1024),
         keys: Arc::new(keys),
         throttle: Arc::new(LoginThrottle::new(5, Duration::from_secs(15 * 60))),
