@@ -5,16 +5,17 @@
 
 use crate::{AccessError, UserId};
 
-/// Who has touched an object so far.
+/// Who has touched an object so far. `A` identifies a person: a [`UserId`], or the audit
+/// trail's actor name where changes also come from the command line (`cli:alice`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FourEyes {
-    pub prepared_by: UserId,
-    /// (step, user) in order.
-    pub acted: Vec<(String, UserId)>,
+pub struct FourEyes<A = UserId> {
+    pub prepared_by: A,
+    /// (step, person) in order.
+    pub acted: Vec<(String, A)>,
 }
 
-impl FourEyes {
-    pub fn new(prepared_by: UserId) -> Self {
+impl<A: PartialEq> FourEyes<A> {
+    pub fn new(prepared_by: A) -> Self {
         FourEyes {
             prepared_by,
             acted: Vec::new(),
@@ -22,13 +23,13 @@ impl FourEyes {
     }
 
     /// Refuses `actor` for `step` if they prepared the object or already acted on it.
-    pub fn check(&self, step: &str, actor: UserId) -> Result<(), AccessError> {
-        if actor == self.prepared_by {
+    pub fn check(&self, step: &str, actor: &A) -> Result<(), AccessError> {
+        if *actor == self.prepared_by {
             return Err(AccessError::SamePerson(format!(
                 "{step}: the person who prepared this cannot also {step} it"
             )));
         }
-        if let Some((prev, _)) = self.acted.iter().find(|(_, u)| *u == actor) {
+        if let Some((prev, _)) = self.acted.iter().find(|(_, u)| u == actor) {
             return Err(AccessError::SamePerson(format!(
                 "{step}: you already acted on this ({prev}); another person must {step} it"
             )));
@@ -37,8 +38,8 @@ impl FourEyes {
     }
 
     /// Checks and records the step.
-    pub fn act(&mut self, step: &str, actor: UserId) -> Result<(), AccessError> {
-        self.check(step, actor)?;
+    pub fn act(&mut self, step: &str, actor: A) -> Result<(), AccessError> {
+        self.check(step, &actor)?;
         self.acted.push((step.to_owned(), actor));
         Ok(())
     }
@@ -56,5 +57,8 @@ mod tests {
         assert!(f.act("authorise", UserId(2)).is_err());
         f.act("authorise", UserId(3)).unwrap();
         assert_eq!(f.acted.len(), 2);
+        let by_name = FourEyes::new("cli:alice".to_owned());
+        assert!(by_name.check("verify", &"cli:alice".to_owned()).is_err());
+        assert!(by_name.check("verify", &"bob".to_owned()).is_ok());
     }
 }

@@ -48,6 +48,21 @@ pub enum Command {
     /// Manage users from the command line (bootstrap the first admin).
     #[command(subcommand)]
     User(UserCommand),
+    /// Programmes: budget lines, funding, exchange rates, transfer-value rules.
+    #[command(subcommand)]
+    Programmes(ProgrammeCommand),
+    /// Households: import from Kobo/ODK exports, list, verify, suspend, withdraw.
+    #[command(subcommand)]
+    Households(HouseholdCommand),
+    /// Possible duplicates waiting for a decision.
+    #[command(subcommand)]
+    Flags(FlagCommand),
+    /// Entitlements: generate a cycle, list a household's, cancel one.
+    #[command(subcommand)]
+    Entitlements(EntitlementCommand),
+    /// Deterministic test data.
+    #[command(subcommand)]
+    Fixtures(FixturesCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -208,9 +223,11 @@ pub enum AuditCommand {
 }
 
 pub fn init_tracing(verbose: u8) {
+    // sqlx reports statements slower than 1 s at warn, with their full text: bulk inserts are
+    // long and expected to take time, so those reports are kept for `-vv` only.
     let level = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,sqlx::query=error",
+        1 => "info,sqlx::query=error",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CVA_LOG")
@@ -219,4 +236,209 @@ pub fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProgrammeCommand {
+    /// Create a programme.
+    Create {
+        #[arg(long)]
+        code: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        donor: String,
+        /// The donor's grant reference.
+        #[arg(long)]
+        grant: String,
+        /// ISO 4217 code of the programme's currency (e.g. XOF).
+        #[arg(long)]
+        currency: String,
+        /// ISO 4217 code donors report in (e.g. EUR).
+        #[arg(long)]
+        reporting_currency: String,
+        /// First day, YYYY-MM-DD.
+        #[arg(long)]
+        starts: chrono::NaiveDate,
+        /// Last day, YYYY-MM-DD.
+        #[arg(long)]
+        ends: chrono::NaiveDate,
+        /// Region p-code (repeatable), e.g. ML05.
+        #[arg(long = "region", required = true)]
+        regions: Vec<String>,
+    },
+    /// List programmes.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Add a budget line (opens its fund account `funds:PROGRAMME:LINE`).
+    BudgetLine {
+        #[arg(long)]
+        programme: String,
+        #[arg(long)]
+        code: String,
+        /// mpca, cash_for_work or shelter.
+        #[arg(long)]
+        modality: String,
+        /// Planned amount, e.g. 250000000.
+        #[arg(long)]
+        amount: String,
+    },
+    /// Show the budget lines with what is funded, committed and available (from the ledger).
+    Budget {
+        #[arg(long)]
+        programme: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Record donor money received for a budget line (idempotent per reference).
+    Fund {
+        #[arg(long)]
+        programme: String,
+        #[arg(long)]
+        line: String,
+        #[arg(long)]
+        amount: String,
+        /// The donor transfer's reference.
+        #[arg(long)]
+        reference: String,
+        /// Value date, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+    },
+    /// Record an exchange rate to the reporting currency.
+    Rate {
+        #[arg(long)]
+        programme: String,
+        #[arg(long)]
+        date: chrono::NaiveDate,
+        /// Reporting units per programme unit, e.g. 0.001524.
+        #[arg(long)]
+        rate: String,
+        #[arg(long)]
+        source: String,
+    },
+    /// Add a new version of a transfer-value rule from a JSON file.
+    Rule {
+        #[arg(long)]
+        programme: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HouseholdCommand {
+    /// Import a Kobo/ODK CSV export: all or nothing; bad rows are listed with row, column and reason.
+    Import {
+        #[arg(long)]
+        programme: String,
+        #[arg(long)]
+        file: PathBuf,
+        /// A `field,column` CSV naming the columns of another layout.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        /// Check everything, duplicates included, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List a programme's households (personal data masked unless --reveal).
+    List {
+        #[arg(long)]
+        programme: String,
+        /// registered, verified, suspended or withdrawn.
+        #[arg(long)]
+        status: Option<String>,
+        /// Show names, phone numbers and IDs in full (audited access is the API's; the CLI is an operator tool).
+        #[arg(long)]
+        reveal: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Verify a household (someone other than whoever enrolled it).
+    Verify { id: i64 },
+    /// Suspend a verified household.
+    Suspend {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reinstate a suspended household.
+    Reinstate { id: i64 },
+    /// Withdraw a household.
+    Withdraw {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlagCommand {
+    /// List a programme's flags (open ones unless --all).
+    List {
+        #[arg(long)]
+        programme: String,
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Decide a flag: --distinct, or --keep ID (the other household is withdrawn as a duplicate).
+    Decide {
+        id: i64,
+        #[arg(long, conflicts_with = "keep")]
+        distinct: bool,
+        #[arg(long)]
+        keep: Option<i64>,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EntitlementCommand {
+    /// Create the cycle's entitlements (idempotent; refused whole if the budget would be exceeded).
+    Generate {
+        #[arg(long)]
+        programme: String,
+        #[arg(long)]
+        cycle: String,
+        /// mpca, cash_for_work or shelter.
+        #[arg(long, default_value = "mpca")]
+        modality: String,
+        /// Effective date of the entries (default: today).
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+    },
+    /// A household's entitlements.
+    List {
+        #[arg(long)]
+        household: i64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Cancel an entitlement (posts the reversal of its entry).
+    Cancel {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FixturesCommand {
+    /// Write households.csv (Kobo layout, with planted duplicates), households-bad.csv and its
+    /// expected errors, attendance.csv, milestones.csv and manifest.json.
+    Generate {
+        #[arg(long, default_value_t = 1000)]
+        households: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }

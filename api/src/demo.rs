@@ -1,9 +1,11 @@
 //! `cva demo`: the most complete cycle the project can run today, on a fresh embedded
 //! database, with fixture households, progress bars, and reports left behind.
 //!
-//! The cycle follows the chart of accounts in the README: donor funds → provider floats →
-//! entitlements per household → payments released to providers → confirmed (with fees) or
-//! failed and returned → one entitlement cancelled by reversal → trial balance and reports.
+//! The cycle: a programme with its budget line and MPCA rule → the fixture Kobo export imported
+//! (personal data sealed, duplicates flagged) → duplicates adjudicated → households verified by a
+//! second person → donor funds and provider floats → entitlements generated under budget control
+//! → payments released to providers → confirmed (with fees) or failed and returned → one
+//! entitlement cancelled by reversal → trial balance and reports.
 
 use std::path::Path;
 
@@ -15,30 +17,56 @@ use cva_ledger::money::{Amount, Currency};
 use cva_ledger::{Ledger, LedgerError};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use cva_households::import::ColumnMapping;
+use cva_households::pii::PiiKeys;
+use cva_programmes::rules::{Modality, Rule};
+use cva_registry::entitlements::household_account;
+use cva_registry::flags::Decision;
+use cva_registry::households::{HouseholdQuery, Reveal, Status, StatusAction};
+use cva_registry::programmes::NewProgramme;
+use cva_registry::{Registry, RegistryError};
+
 use crate::cli::{DemoArgs, Format};
 use crate::commands::connect;
 
 const HOUSEHOLDS_CSV: &str = include_str!("../../fixtures/households.csv");
 const PROGRAMME: &str = "MLI-MPCA-2024";
+const CYCLE: &str = "2024-03";
 const CHUNK: usize = 500;
 /// Flat fee per confirmed payment, in XOF (a provider fee schedule arrives with providers).
 const FEE_XOF: i64 = 100;
+/// MPCA transfer value by household size band (XOF), monthly, one tranche this cycle.
+const MPCA_RULE: &str = r#"{"modality":"mpca","amount":{"kind":"by_size","bands":[
+    {"min_size":1,"max_size":3,"amount":65000},{"min_size":4,"max_size":6,"amount":85000},
+    {"min_size":7,"max_size":9,"amount":100000},{"min_size":10,"max_size":null,"amount":120000}]},
+    "tranches":1,"rounding":{"unit":25,"mode":"nearest"}}"#;
 
-#[derive(Debug, serde::Deserialize)]
+/// A household to pay this cycle, from the registry.
+#[derive(Debug)]
 struct Household {
     household_id: String,
-    size: u32,
+    amount: i64,
     operator: String,
+    entitlement_id: i64,
 }
 
-/// MPCA transfer value by household size band (XOF), a stand-in for the programme rules of the
-/// entitlements issue.
-fn transfer_value(size: u32) -> i64 {
-    match size {
-        0..=3 => 65_000,
-        4..=6 => 90_000,
-        _ => 120_000,
+fn actor(name: &str) -> cva_ledger::audit::AuditContext {
+    cva_ledger::audit::AuditContext {
+        actor_id: None,
+        actor: format!("demo:{name}"),
+        role: "programme_officer".into(),
+        request_id: "demo".into(),
     }
+}
+
+fn bar(len: u64, label: &str) -> ProgressBar {
+    let b = ProgressBar::new(len).with_message(label.to_owned());
+    b.set_style(
+        ProgressStyle::with_template("{msg:<28} [{bar:30}] {pos}/{len} {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b
 }
 
 struct Ctx {
@@ -104,7 +132,7 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
         Some(u) => u,
         None => {
             let db = args.dir.join("cva-demo.db");
-            for suffix in ["", "-wal", "-shm"] {
+            for suffix in ["", "-wal", "-shm", ".keys"] {
                 let f = format!("{}{suffix}", db.display());
                 if Path::new(&f).exists() {
                     std::fs::remove_file(&f).with_context(|| format!("cannot remove {f}"))?;
@@ -113,21 +141,18 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
             format!("sqlite://{}", db.display())
         }
     };
-    let mut households: Vec<Household> = Vec::new();
-    for (i, row) in csv::Reader::from_reader(HOUSEHOLDS_CSV.as_bytes())
-        .deserialize()
-        .enumerate()
-    {
-        households.push(row.with_context(|| format!("fixtures/households.csv row {}", i + 2))?);
-    }
-    households.truncate(args.households);
-    if households.is_empty() {
+    if args.households == 0 {
         bail!("--households must be at least 1");
     }
-
+    // The first N households of the committed fixture export (one household per line).
+    let mut export = String::new();
+    for line in HOUSEHOLDS_CSV.lines().take(args.households + 1) {
+        export.push_str(line);
+        export.push('\n');
+    }
+    let rows = export.lines().count() - 1;
     println!(
-        "CVA demo: programme {PROGRAMME}, {} households, database {}",
-        households.len(),
+        "CVA demo: programme {PROGRAMME}, {rows} households (fixtures/households.csv), database {}",
         cva_ledger::store::redact_url(&url)
     );
     let ctx = Ctx {
@@ -136,35 +161,208 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
         run: chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f").to_string(),
         date: chrono::Utc::now().date_naive(),
     };
+    let reg = match crate::config::registry(&ctx.ledger, &url) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("  ({e:#}; using throw-away keys for this run)");
+            Registry::new(
+                ctx.ledger.clone(),
+                PiiKeys::generate().0,
+                crate::config::operators()?,
+                &crate::config::default_country(),
+            )
+        }
+    };
+    let admin = actor("admin");
+    let officer = actor("enrolment-officer");
+    let checker = actor("verifier");
+    let programme = PROGRAMME.to_owned();
+    let exists = reg.programme(&programme).await.is_ok();
+    if !exists {
+        reg.create_programme(
+            NewProgramme {
+                code: programme.clone(),
+                name: "Multi-purpose cash, central and northern Mali".into(),
+                donor: "ECHO".into(),
+                grant_ref: "ECHO/-WF/BUD/2024/91011".into(),
+                currency: "XOF".into(),
+                reporting_currency: "EUR".into(),
+                starts_on: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or(ctx.date),
+                ends_on: NaiveDate::from_ymd_opt(2024, 12, 31).unwrap_or(ctx.date),
+                regions: ["ML05", "ML06", "ML07", "ML04", "ML10"]
+                    .map(String::from)
+                    .to_vec(),
+            },
+            &admin,
+        )
+        .await?;
+        reg.add_budget_line(&programme, "mpca", Modality::Mpca, "1000000000", &admin)
+            .await?;
+        reg.add_rule(&programme, Rule::from_json(MPCA_RULE)?, &admin)
+            .await?;
+        reg.add_rate(
+            &programme,
+            ctx.date,
+            "0.001524",
+            "ECB reference rate (XOF is pegged: 655.957 per EUR)",
+            &admin,
+        )
+        .await?;
+    }
+
+    println!("\n1. Enrolment: Kobo export imported, personal data sealed, duplicates flagged");
+    let report = reg
+        .import_households(
+            &programme,
+            export.as_bytes(),
+            &ColumnMapping::kobo_default(),
+            false,
+            &officer,
+        )
+        .await?;
+    println!(
+        "  {} rows: {} households enrolled, {} already enrolled; flags: {} same national ID, {} same biometric reference, {} shared phone, {} similar name ({} households)",
+        report.rows, report.created, report.unchanged, report.flags.same_national_id,
+        report.flags.same_biometric_ref, report.flags.shared_phone, report.flags.similar_name,
+        report.flags.households_flagged
+    );
+
+    println!("\n2. Adjudication and verification (by a second person)");
+    let flags = reg.flags(&programme, true).await?;
+    let (mut dup, mut distinct) = (0, 0);
+    let adjudicator = actor("programme-officer");
+    let b = bar(flags.len() as u64, "flags decided");
+    for f in &flags {
+        // Exact ID matches are the same person registered twice: keep the first record.
+        // The demo treats the weaker signals as checked on site and distinct.
+        let d = if f.kind == "same_national_id" || f.kind == "same_biometric_ref" {
+            dup += 1;
+            Decision::Duplicate {
+                keep: f.household_a,
+                reason: "same identity document; registered twice".into(),
+            }
+        } else {
+            distinct += 1;
+            Decision::Distinct {
+                reason: "checked on site: different households".into(),
+            }
+        };
+        match reg.adjudicate(f.id, &d, &adjudicator).await {
+            Ok(_) | Err(RegistryError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        b.inc(1);
+    }
+    b.finish_and_clear();
+    println!(
+        "  {} flags: {dup} duplicates withdrawn, {distinct} distinct",
+        flags.len()
+    );
+    let mut verified = 0;
+    let mut after_id = 0;
+    let mut refused_self = false;
+    let b = bar(rows as u64, "households verified");
+    loop {
+        let q = HouseholdQuery {
+            status: Some(Status::Registered),
+            commune: None,
+            after_id,
+            limit: 1000,
+        };
+        let page = reg.households(&programme, &q, Reveal::Masked).await?;
+        let Some(last) = page.last() else { break };
+        after_id = last.id;
+        if !refused_self {
+            if let Err(RegistryError::SamePerson(m)) = reg
+                .set_status(page[0].id, StatusAction::Verify, None, &officer)
+                .await
+            {
+                b.println(format!(
+                    "  the enrolling officer verifying their own household: refused ({m})"
+                ));
+                refused_self = true;
+            }
+        }
+        for h in &page {
+            reg.set_status(h.id, StatusAction::Verify, None, &checker)
+                .await?;
+            verified += 1;
+            b.inc(1);
+        }
+    }
+    b.finish_and_clear();
+    println!("  {verified} households verified by {}", checker.actor);
+
     let budget_line = format!("funds:{PROGRAMME}:mpca");
-    let expense = format!("expense:transfers:{PROGRAMME}:mpca");
     let entitlement =
-        |h: &Household| format!("liabilities:entitlements:{PROGRAMME}:{}", h.household_id);
+        |h: &Household| household_account(PROGRAMME, h.household_id.parse().unwrap_or_default());
     let float = |p: &str| format!("assets:float:{p}");
     let transit = |p: &str| format!("liabilities:in-transit:{p}");
     let fees = |p: &str| format!("expense:fees:{p}");
 
-    let total: i64 = households.iter().map(|h| transfer_value(h.size)).sum();
+    println!("\n3. Donor funds and entitlements under budget control");
+    let funding = reg
+        .fund_budget_line(
+            &programme,
+            "mpca",
+            "400000000",
+            &format!("ECHO-TT-{}", ctx.run.replace(['.', ':'], "")),
+            ctx.date,
+            &actor("finance-officer"),
+        )
+        .await?;
+    println!("  donor funds recorded: entry {}", funding.id());
+    let g = reg
+        .generate_entitlements(&programme, CYCLE, Modality::Mpca, ctx.date, &officer)
+        .await?;
+    println!(
+        "  cycle {CYCLE}: {} entitlements ({} XOF) by rule v{}, {} already granted; {} not verified, {} flagged left out",
+        g.created, g.amount, g.rule_version, g.already_granted, g.not_verified, g.flagged
+    );
+    let ents = reg
+        .cycle_entitlements(&programme, CYCLE, Modality::Mpca)
+        .await?;
+    let mut households: Vec<Household> = Vec::with_capacity(ents.len());
+    let mut after_id = 0;
+    let mut operators = std::collections::HashMap::new();
+    loop {
+        let q = HouseholdQuery {
+            status: Some(Status::Verified),
+            commune: None,
+            after_id,
+            limit: 1000,
+        };
+        let page = reg.households(&programme, &q, Reveal::Masked).await?;
+        let Some(last) = page.last() else { break };
+        after_id = last.id;
+        for h in page {
+            operators.insert(h.id, h.operator.unwrap_or_default());
+        }
+    }
+    for e in ents.iter().filter(|e| e.status == "granted") {
+        let operator = operators.get(&e.household_id).cloned().unwrap_or_default();
+        if operator.is_empty() {
+            continue; // no phone number: paid another way (not in this demo)
+        }
+        households.push(Household {
+            household_id: e.household_id.to_string(),
+            amount: e.amount,
+            operator,
+            entitlement_id: e.id,
+        });
+    }
+    let mut providers: Vec<String> = households.iter().map(|h| h.operator.clone()).collect();
+    providers.sort();
+    providers.dedup();
     let per_provider = |p: &str| -> i64 {
         households
             .iter()
             .filter(|h| h.operator == p)
-            .map(|h| transfer_value(h.size) + FEE_XOF)
+            .map(|h| h.amount + FEE_XOF)
             .sum()
     };
-    let providers = ["orange-money-ml", "moov-money-ml"];
-
-    println!("\n1. Donor funds and provider floats");
-    let funding = total + total / 10;
-    let mut setup = vec![ctx.entry(
-        "donor-funds",
-        "Donor funds received: ECHO grant, MPCA budget line",
-        &[
-            ("assets:bank", Side::Debit, funding),
-            (&budget_line, Side::Credit, funding),
-        ],
-    )?];
-    for p in providers {
+    let mut setup = Vec::new();
+    for p in &providers {
         let need = per_provider(p);
         setup.push(ctx.entry(
             &format!("float-topup-{p}"),
@@ -175,24 +373,7 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
             ],
         )?);
     }
-    ctx.post_chunked("funds and floats", setup).await?;
-
-    println!("\n2. Entitlements (MPCA, by household size)");
-    let grants: Vec<NewEntry> = households
-        .iter()
-        .map(|h| {
-            ctx.entry(
-                &format!("grant-{}", h.household_id),
-                &format!("MPCA entitlement, cycle 1: {}", h.household_id),
-                &[
-                    (&expense, Side::Debit, transfer_value(h.size)),
-                    (&entitlement(h), Side::Credit, transfer_value(h.size)),
-                ],
-            )
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let first_grant = grants[0].clone();
-    ctx.post_chunked("entitlements granted", grants).await?;
+    ctx.post_chunked("provider floats", setup).await?;
 
     // One household in fifty is left unpaid this cycle (e.g. not yet reachable).
     let paid: Vec<&Household> = households
@@ -209,8 +390,8 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
                 &format!("release-{}", h.household_id),
                 &format!("Payment released to {}: {}", h.operator, h.household_id),
                 &[
-                    (&entitlement(h), Side::Debit, transfer_value(h.size)),
-                    (&transit(&h.operator), Side::Credit, transfer_value(h.size)),
+                    (&entitlement(h), Side::Debit, h.amount),
+                    (&transit(&h.operator), Side::Credit, h.amount),
                 ],
             )
         })
@@ -221,7 +402,7 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
     let mut results = Vec::with_capacity(paid.len());
     let mut failed: Vec<&Household> = Vec::new();
     for (i, h) in paid.iter().enumerate() {
-        let v = transfer_value(h.size);
+        let v = h.amount;
         if i % 97 == 13 {
             failed.push(h);
             results.push(ctx.entry(
@@ -257,29 +438,45 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
 
     println!("\n5. Corrections and safeguards");
     if let Some(h) = failed.first() {
-        let key = IdempotencyKey::parse(&format!("demo-{}-grant-{}", ctx.run, h.household_id))?;
-        if let Some(grant) = ctx.ledger.entry_by_key(&key).await? {
-            let r = ctx
-                .ledger
-                .reverse(grant.id, "household relocated out of the programme area")
-                .await?;
-            println!(
-                "  entitlement of {} cancelled by reversal {} (of {})",
-                h.household_id,
-                r.id(),
-                grant.id
-            );
-        }
+        let c = reg
+            .cancel_entitlement(
+                h.entitlement_id,
+                "household relocated out of the programme area",
+                &officer,
+            )
+            .await?;
+        println!(
+            "  entitlement {} of household {} cancelled by reversal {}",
+            c.id,
+            h.household_id,
+            c.cancel_entry_id.map(|u| u.to_string()).unwrap_or_default()
+        );
     }
-    let replay = ctx.ledger.post(first_grant.clone()).await?;
-    println!("  re-posting the first grant with the same key returns the original entry {} (nothing written)", replay.id());
-    let mut conflicting = first_grant.clone();
-    conflicting.description.push_str(" (edited)");
-    match ctx.ledger.post(conflicting).await {
-        Err(e @ LedgerError::IdempotencyConflict { .. }) => {
-            println!("  same key, different content: refused ({e})")
+    let again = reg
+        .generate_entitlements(&programme, CYCLE, Modality::Mpca, ctx.date, &officer)
+        .await?;
+    println!(
+        "  generating cycle {CYCLE} again creates {} entitlements ({} already granted)",
+        again.created, again.already_granted
+    );
+    let mut over = NewEntry::clone(&ctx.entry(
+        "over-budget-probe",
+        "Probe: a grant beyond the funded budget",
+        &[
+            (&budget_line, Side::Debit, 1_000_000_000_000),
+            (
+                "liabilities:entitlements:probe",
+                Side::Credit,
+                1_000_000_000_000,
+            ),
+        ],
+    )?);
+    over.description.push_str(" (must be refused)");
+    match ctx.ledger.post(over).await {
+        Err(e @ LedgerError::InsufficientBalance { .. }) => {
+            println!("  a grant beyond the budget line: refused by the ledger ({e})")
         }
-        other => bail!("expected an idempotency conflict, got {other:?}"),
+        other => bail!("expected the over-budget grant to be refused, got {other:?}"),
     }
     if let Some(h) = paid
         .iter()
@@ -289,8 +486,8 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
             &format!("release-again-{}", h.household_id),
             "Second payment attempt for an already-paid household",
             &[
-                (&entitlement(h), Side::Debit, transfer_value(h.size)),
-                (&transit(&h.operator), Side::Credit, transfer_value(h.size)),
+                (&entitlement(h), Side::Debit, h.amount),
+                (&transit(&h.operator), Side::Credit, h.amount),
             ],
         )?;
         match ctx.ledger.post(again).await {
@@ -315,26 +512,21 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
         report.accounts_checked, report.entries_checked
     );
 
-    let shown: Vec<String> = vec![
-        "assets:bank".into(),
-        budget_line.clone(),
-        expense.clone(),
-        float(providers[0]),
-        float(providers[1]),
-        transit(providers[0]),
-        fees(providers[0]),
-        entitlement(&households[0]),
-    ]
-    .into_iter()
-    .chain(failed.get(1).map(|h| entitlement(h)))
-    .chain(
-        households
-            .iter()
-            .enumerate()
-            .find(|(i, _)| i % 50 == 49)
-            .map(|(_, h)| entitlement(h)),
-    )
-    .collect();
+    let shown: Vec<String> = vec!["assets:bank".into(), budget_line.clone()]
+        .into_iter()
+        .chain(providers.iter().map(|p| float(p)))
+        .chain(providers.first().map(|p| transit(p)))
+        .chain(providers.first().map(|p| fees(p)))
+        .chain(households.first().map(&entitlement))
+        .chain(failed.get(1).map(|h| entitlement(h)))
+        .chain(
+            households
+                .iter()
+                .enumerate()
+                .find(|(i, _)| i % 50 == 49)
+                .map(|(_, h)| entitlement(h)),
+        )
+        .collect();
     println!();
     let mut rows = Vec::new();
     for code in &shown {

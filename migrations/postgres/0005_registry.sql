@@ -178,10 +178,10 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM households h WHERE h.id = NEW.household_id AND h.status = 'verified') THEN
         RAISE EXCEPTION 'cva: household % is not verified', NEW.household_id USING ERRCODE = 'P0001';
     END IF;
-    IF EXISTS (SELECT 1 FROM dedup_flags f
-               JOIN households o ON o.id = CASE WHEN f.household_a = NEW.household_id THEN f.household_b ELSE f.household_a END
-               WHERE f.status = 'open' AND o.status <> 'withdrawn'
-               AND (f.household_a = NEW.household_id OR f.household_b = NEW.household_id)) THEN
+    IF EXISTS (SELECT 1 FROM dedup_flags f JOIN households o ON o.id = f.household_b
+               WHERE f.household_a = NEW.household_id AND f.status = 'open' AND o.status <> 'withdrawn')
+       OR EXISTS (SELECT 1 FROM dedup_flags f JOIN households o ON o.id = f.household_a
+               WHERE f.household_b = NEW.household_id AND f.status = 'open' AND o.status <> 'withdrawn') THEN
         RAISE EXCEPTION 'cva: household % has an open duplicate flag', NEW.household_id USING ERRCODE = 'P0001';
     END IF;
     RETURN NEW;

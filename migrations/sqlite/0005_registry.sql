@@ -178,10 +178,10 @@ BEGIN
     SELECT RAISE(ABORT, 'cva: household is not verified')
     WHERE NOT EXISTS (SELECT 1 FROM households h WHERE h.id = NEW.household_id AND h.status = 'verified');
     SELECT RAISE(ABORT, 'cva: household has an open duplicate flag')
-    WHERE EXISTS (SELECT 1 FROM dedup_flags f
-                  JOIN households o ON o.id = CASE WHEN f.household_a = NEW.household_id THEN f.household_b ELSE f.household_a END
-                  WHERE f.status = 'open' AND o.status <> 'withdrawn'
-                  AND (f.household_a = NEW.household_id OR f.household_b = NEW.household_id));
+    WHERE EXISTS (SELECT 1 FROM dedup_flags f JOIN households o ON o.id = f.household_b
+                  WHERE f.household_a = NEW.household_id AND f.status = 'open' AND o.status <> 'withdrawn')
+       OR EXISTS (SELECT 1 FROM dedup_flags f JOIN households o ON o.id = f.household_a
+                  WHERE f.household_b = NEW.household_id AND f.status = 'open' AND o.status <> 'withdrawn');
 END;
 
 CREATE TRIGGER programme_rates_no_update BEFORE UPDATE ON programme_rates

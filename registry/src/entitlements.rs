@@ -429,10 +429,10 @@ impl Registry {
         Ok(crate::read_pool!(self.ledger, |pool| {
             sqlx::query_as(
                 "SELECT h.id, h.size, h.status, \
-                 (SELECT count(*) FROM dedup_flags f JOIN households o \
-                  ON o.id = CASE WHEN f.household_a = h.id THEN f.household_b ELSE f.household_a END \
-                  WHERE f.status = 'open' AND o.status <> 'withdrawn' \
-                  AND (f.household_a = h.id OR f.household_b = h.id)) \
+                 (SELECT count(*) FROM dedup_flags f JOIN households o ON o.id = f.household_b \
+                  WHERE f.household_a = h.id AND f.status = 'open' AND o.status <> 'withdrawn') + \
+                 (SELECT count(*) FROM dedup_flags f JOIN households o ON o.id = f.household_a \
+                  WHERE f.household_b = h.id AND f.status = 'open' AND o.status <> 'withdrawn') \
                  FROM households h WHERE h.programme_id = $1 AND h.status <> 'withdrawn' ORDER BY h.id",
             )
             .bind(p.id)
@@ -607,5 +607,31 @@ fn ent_view(r: EntRow) -> EntitlementView {
         entry_id: r.11,
         cancel_entry_id: r.12,
         created_at: r.13,
+    }
+}
+
+impl Registry {
+    /// Every entitlement of a programme's cycle and modality, by household id then tranche.
+    pub async fn cycle_entitlements(
+        &self,
+        programme: &str,
+        cycle: &str,
+        modality: Modality,
+    ) -> Result<Vec<EntitlementView>> {
+        let p = self.programme(programme).await?;
+        let sql = ENT_SELECT.replace(
+            "WHERE e.household_id = $1 ORDER BY e.id",
+            "WHERE e.programme_id = $1 AND e.cycle = $2 AND e.modality = $3 \
+             ORDER BY e.household_id, e.tranche",
+        );
+        let rows: Vec<EntRow> = crate::read_pool!(self.ledger, |pool| {
+            sqlx::query_as(&sql)
+                .bind(p.id)
+                .bind(cycle)
+                .bind(modality.as_str())
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().map(ent_view).collect())
     }
 }

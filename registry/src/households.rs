@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, Utc};
+use cva_access::maker_checker::FourEyes;
 use cva_households::dedup::{fold_name, Candidate, DedupIndex, Flag, Summary};
 use cva_households::import::{self, ColumnMapping, RowError};
 use cva_households::mask;
@@ -257,10 +258,10 @@ const HOUSEHOLD_COLUMNS: &str = "h.id, p.code AS programme, h.submission_id, h.s
     h.enumerator, h.status, h.head_name, h.head_sex, h.head_birth_year, h.size, h.displacement, \
     h.region, h.cercle, h.commune, h.msisdn, h.operator, h.national_id, h.biometric_ref, \
     h.enrolled_by, h.verified_by, \
-    (SELECT count(*) FROM dedup_flags f JOIN households o \
-     ON o.id = CASE WHEN f.household_a = h.id THEN f.household_b ELSE f.household_a END \
-     WHERE f.status = 'open' AND o.status <> 'withdrawn' \
-     AND (f.household_a = h.id OR f.household_b = h.id)) AS open_flags";
+    ((SELECT count(*) FROM dedup_flags f JOIN households o ON o.id = f.household_b \
+      WHERE f.household_a = h.id AND f.status = 'open' AND o.status <> 'withdrawn') + \
+     (SELECT count(*) FROM dedup_flags f JOIN households o ON o.id = f.household_a \
+      WHERE f.household_b = h.id AND f.status = 'open' AND o.status <> 'withdrawn')) AS open_flags";
 
 /// Filters for [`Registry::households`].
 #[derive(Debug, Clone, Default)]
@@ -758,10 +759,15 @@ impl Registry {
                     action.as_str().trim_end_matches('e')
                 )));
             }
-            if action == StatusAction::Verify && enrolled_by == ctx.actor {
-                return Err(RegistryError::SamePerson(format!(
-                    "household {id} was enrolled by you; another person must verify it"
-                )));
+            if action == StatusAction::Verify {
+                // The shared maker-checker rule; the database's CHECK refuses it as well.
+                FourEyes::new(enrolled_by)
+                    .check("verify", &ctx.actor)
+                    .map_err(|_| {
+                        RegistryError::SamePerson(format!(
+                            "household {id} was enrolled by you; another person must verify it"
+                        ))
+                    })?;
             }
             let verified_by = if action == StatusAction::Verify {
                 Some(ctx.actor.as_str())

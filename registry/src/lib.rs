@@ -52,10 +52,12 @@ macro_rules! read_pool {
     }};
 }
 
+pub mod cfw;
 pub mod entitlements;
 pub mod error;
 pub mod flags;
 pub mod households;
+pub mod milestones;
 pub mod programmes;
 
 pub use error::{RegistryError, Result};

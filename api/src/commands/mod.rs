@@ -2,6 +2,7 @@
 
 mod audit;
 mod ledger;
+mod registry;
 mod serve;
 mod user;
 
@@ -37,6 +38,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger(cmd) => {
             let ledger = connect(&url).await?;
             let result = ledger::run(&ledger, cmd).await;
+            ledger.close().await;
+            result
+        }
+        Command::Fixtures(cmd) => registry::fixtures(cmd),
+        Command::Programmes(_)
+        | Command::Households(_)
+        | Command::Flags(_)
+        | Command::Entitlements(_) => {
+            let ledger = connect(&url).await?;
+            let reg = crate::config::registry(&ledger, &url)?;
+            let result = registry::run(&reg, cli.command).await;
             ledger.close().await;
             result
         }

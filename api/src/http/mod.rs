@@ -8,6 +8,7 @@ pub mod health;
 pub mod ledger;
 pub mod openapi;
 pub mod problem;
+pub mod registry;
 pub mod sessions;
 pub mod startup;
 pub mod users;

@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cva_access::AccessError;
 use cva_ledger::LedgerError;
+use cva_registry::RegistryError;
 use serde::Serialize;
 
 #[derive(Debug)]
@@ -20,10 +21,14 @@ pub enum ApiError {
     Unauthenticated(&'static str),
     /// 403
     Forbidden(String),
+    /// 403 with its own problem type (e.g. `same-person`: maker-checker).
+    ForbiddenAs(&'static str, String),
     /// 404
     NotFound(String),
     /// 409
     Conflict(&'static str, String),
+    /// 422 for a file refused row by row: the detail, and the first rows' errors.
+    BadRows(String, Vec<RowProblem>),
     /// 413
     TooLarge,
     /// 429
@@ -42,7 +47,23 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong, naming the field.
     pub detail: String,
+    /// For a refused file: each bad field of each bad row (only then present).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<RowProblem>>,
 }
+
+/// One rule broken by one field of one row of an uploaded file. Never contains the value.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RowProblem {
+    /// Spreadsheet row number: the header is row 1.
+    pub row: usize,
+    /// The header name as in the file; empty for an error about the whole row.
+    pub column: String,
+    pub reason: String,
+}
+
+/// At most this many row errors are listed in a problem body (the detail gives the total).
+pub const MAX_ROW_PROBLEMS: usize = 1000;
 
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
@@ -63,8 +84,15 @@ impl ApiError {
                 (*d).to_owned(),
             ),
             ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden", d.clone()),
+            ApiError::ForbiddenAs(t, d) => (StatusCode::FORBIDDEN, t, "Forbidden", d.clone()),
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, "not-found", "Not found", d.clone()),
             ApiError::Conflict(t, d) => (StatusCode::CONFLICT, t, "Conflict", d.clone()),
+            ApiError::BadRows(d, _) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad-rows",
+                "Refused",
+                d.clone(),
+            ),
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
@@ -93,11 +121,16 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "internal error");
         }
         let (status, kind, title, detail) = self.parts();
+        let errors = match &self {
+            ApiError::BadRows(_, rows) => Some(rows.clone()),
+            _ => None,
+        };
         let body = Problem {
             kind: format!("https://cva.example.org/problems/{kind}"),
             title: title.to_owned(),
             status: status.as_u16(),
             detail,
+            errors,
         };
         let mut resp = (status, axum::Json(body)).into_response();
         resp.headers_mut().insert(
@@ -180,6 +213,46 @@ impl From<AccessError> for ApiError {
             A::SamePerson(d) => ApiError::Forbidden(d),
             A::Ledger(l) => l.into(),
             other => ApiError::Internal(format!("{other:?}")),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        use RegistryError as R;
+        match e {
+            R::Invalid { .. } => ApiError::Unprocessable("invalid-field", e.to_string()),
+            R::NotFound(d) => ApiError::NotFound(d),
+            R::Conflict(d) => ApiError::Conflict("conflict", d),
+            R::SamePerson(d) => ApiError::ForbiddenAs("same-person", d),
+            R::NotAllowed(d) => ApiError::Forbidden(d),
+            R::BudgetExceeded { .. } => ApiError::Unprocessable("budget-exceeded", e.to_string()),
+            R::BadRows(rows) => {
+                let total = rows.len();
+                let mut detail = format!("the file has {total} bad row(s); nothing was imported");
+                if total > MAX_ROW_PROBLEMS {
+                    detail.push_str(&format!(
+                        " ({total} errors; the first {MAX_ROW_PROBLEMS} are listed)"
+                    ));
+                }
+                let listed = rows
+                    .into_iter()
+                    .take(MAX_ROW_PROBLEMS)
+                    .map(|r| RowProblem {
+                        row: r.row,
+                        column: r.column,
+                        reason: r.reason,
+                    })
+                    .collect();
+                ApiError::BadRows(detail, listed)
+            }
+            R::Ledger(l) => l.into(),
+            // Storage and key failures: logged (their messages name no personal data), never
+            // sent.
+            R::Database(d) => ApiError::Internal(format!("registry storage: {d}")),
+            other @ (R::Pii | R::Corrupt(_) | R::NoBackend) => {
+                ApiError::Internal(format!("registry: {other}"))
+            }
         }
     }
 }

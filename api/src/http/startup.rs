@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 
 use super::auth::AppState;
 use super::openapi::ApiDoc;
-use super::{audit, health, ledger, sessions, users};
+use super::{audit, health, ledger, registry, sessions, users};
 
 /// Largest request body accepted (an entry has at most 1,000 lines).
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -64,6 +64,27 @@ pub fn app_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(ledger::trial_balance))
         .routes(routes!(ledger::journal))
         .routes(routes!(audit::list))
+        .routes(routes!(
+            registry::list_programmes,
+            registry::create_programme
+        ))
+        .routes(routes!(registry::get_programme))
+        .routes(routes!(registry::budget_lines, registry::add_budget_line))
+        .routes(routes!(registry::fund_budget_line))
+        .routes(routes!(registry::rates, registry::add_rate))
+        .routes(routes!(registry::add_rule))
+        .routes(routes!(registry::households, registry::enrol))
+        .routes(routes!(registry::import))
+        .routes(routes!(registry::household))
+        .routes(routes!(registry::verify))
+        .routes(routes!(registry::suspend))
+        .routes(routes!(registry::reinstate))
+        .routes(routes!(registry::withdraw))
+        .routes(routes!(registry::flags))
+        .routes(routes!(registry::decide))
+        .routes(routes!(registry::generate))
+        .routes(routes!(registry::entitlements))
+        .routes(routes!(registry::cancel))
         .split_for_parts();
     let served = Arc::new(doc.clone());
     let router = router.route(
