@@ -17,6 +17,8 @@
 //!     national_id_hash: nid.map(str::to_owned),
 //!     biometric_hash: None,
 //!     msisdn_hash: None,
+//!     birth_year: None,
+//!     sex: None,
 //! };
 //! assert!(index.add(c(1, "Aïssata TRAORÉ", Some("h1"))).is_empty());
 //! let flags = index.add(c(2, "Traore Aissata", None));
@@ -97,7 +99,15 @@ pub struct Candidate {
     pub national_id_hash: Option<String>,
     pub biometric_hash: Option<String>,
     pub msisdn_hash: Option<String>,
+    /// Head's year of birth and sex: when both households have them, a similar name only counts
+    /// with the same sex and years at most [`BIRTH_YEAR_SLACK`] apart (common names otherwise
+    /// flag half a commune).
+    pub birth_year: Option<i32>,
+    pub sex: Option<String>,
 }
+
+/// Largest difference in the head's year of birth for a similar-name flag.
+pub const BIRTH_YEAR_SLACK: i32 = 2;
 
 /// Why two households may be the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,6 +190,8 @@ fn common_prefix(a: &[char; 4], b: &[char; 4]) -> usize {
 #[derive(Debug)]
 struct NameEntry {
     key: i64,
+    birth_year: Option<i32>,
+    sex: Option<Box<str>>,
     folded: Box<str>,
     /// Tokens sorted, when different from `folded`.
     sorted: Option<Box<str>>,
@@ -212,6 +224,8 @@ impl NameEntry {
         }
         let sorted = sorted_tokens(folded).map(String::into_boxed_str);
         NameEntry {
+            birth_year: None,
+            sex: None,
             key,
             head: head(folded),
             sorted_head: head(sorted.as_deref().unwrap_or(folded)),
@@ -406,7 +420,9 @@ impl DedupIndex {
         }
 
         if !c.folded_name.is_empty() {
-            let entry = NameEntry::new(key, &c.folded_name);
+            let mut entry = NameEntry::new(key, &c.folded_name);
+            entry.birth_year = c.birth_year;
+            entry.sex = c.sex.as_deref().map(Box::from);
             let by_size = self.names.entry(c.commune).or_default();
             let start = flags.len();
             let mut seen = HashSet::new();
@@ -418,7 +434,11 @@ impl DedupIndex {
                     continue;
                 };
                 for other in bucket {
+                    let other_person = matches!((&entry.sex, &other.sex), (Some(x), Some(y)) if x != y)
+                        || matches!((entry.birth_year, other.birth_year),
+                            (Some(x), Some(y)) if (x - y).abs() > BIRTH_YEAR_SLACK);
                     if other.key == key
+                        || other_person
                         || entry.upper_bound(other, self.prefilter_floor) < self.prefilter_floor
                     {
                         continue;
@@ -497,6 +517,8 @@ mod tests {
             national_id_hash: None,
             biometric_hash: None,
             msisdn_hash: None,
+            birth_year: None,
+            sex: None,
         }
     }
 
@@ -782,6 +804,8 @@ mod tests {
                         .gen_bool(0.6)
                         .then(|| format!("BRV-{:08}", rng.gen_range(0..10_000_000u64))),
                     msisdn_hash: Some(format!("7{:07}", rng.gen_range(0..3_000_000u32))),
+                    birth_year: None,
+                    sex: None,
                 }
             })
             .collect();

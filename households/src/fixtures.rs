@@ -1059,6 +1059,8 @@ mod tests {
                 national_id_hash: opt(&r[C_NATIONAL_ID]),
                 biometric_hash: opt(&r[15]),
                 msisdn_hash: opt(&r[C_MSISDN]).map(|s| phone_digits(&s)),
+                birth_year: r[C_BIRTH_YEAR].parse().ok(),
+                sex: opt(&r[C_SEX]),
             });
             for f in &flags {
                 let pair = (rows[f.a as usize][C_UUID].clone(), r[C_UUID].clone());
@@ -1127,6 +1129,8 @@ mod tests {
                 national_id_hash: opt(&r[C_NATIONAL_ID]),
                 biometric_hash: opt(&r[15]),
                 msisdn_hash: opt(&r[C_MSISDN]).map(|s| phone_digits(&s)),
+                birth_year: r[C_BIRTH_YEAR].parse().ok(),
+                sex: opt(&r[C_SEX]),
             })
             .collect();
         let started = std::time::Instant::now();

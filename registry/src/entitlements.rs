@@ -100,26 +100,13 @@ struct InsertRows<'a> {
 const ROWS_PER_INSERT: usize = 2000;
 
 macro_rules! insert_rows {
-    ($self:ident, $conn:ident, $posted:ident) => {{
+    ($self:ident, $conn:ident, $posted:ident, $pg:expr) => {{
         for chunk in $posted.chunks(ROWS_PER_INSERT) {
             let mut sql = String::from(
                 "INSERT INTO entitlements (household_id, programme_id, budget_line_id, modality, cycle, \
                  tranche, amount, currency, rule_version, entry_id, created_at, created_by) VALUES ",
             );
-            for i in 0..chunk.len() {
-                let b = i * 12;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                for c in 1..=12 {
-                    if c > 1 {
-                        sql.push(',');
-                    }
-                    sql.push_str(&format!("${}", b + c));
-                }
-                sql.push(')');
-            }
+            sql.push_str(&crate::values_list(chunk.len(), 12, $pg));
             let mut q = sqlx::query(&sql);
             for (i, id) in chunk {
                 let p = $self.planned.get(*i).ok_or_else(|| {
@@ -161,7 +148,7 @@ impl TxHook for InsertRows<'_> {
         conn: &'a mut sqlx::PgConnection,
         posted: &'a [(usize, EntryId)],
     ) -> futures::future::BoxFuture<'a, cva_ledger::Result<()>> {
-        Box::pin(async move { insert_rows!(self, conn, posted) })
+        Box::pin(async move { insert_rows!(self, conn, posted, true) })
     }
 
     fn sqlite<'a>(
@@ -169,7 +156,7 @@ impl TxHook for InsertRows<'_> {
         conn: &'a mut sqlx::SqliteConnection,
         posted: &'a [(usize, EntryId)],
     ) -> futures::future::BoxFuture<'a, cva_ledger::Result<()>> {
-        Box::pin(async move { insert_rows!(self, conn, posted) })
+        Box::pin(async move { insert_rows!(self, conn, posted, false) })
     }
 }
 

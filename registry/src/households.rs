@@ -399,7 +399,7 @@ impl Registry {
             import_id: None,
         };
         macro_rules! body {
-            ($tx:ident) => {{
+            ($tx:ident, $pg:expr) => {{
                 let import_id: i64 = sqlx::query_scalar(
                     "INSERT INTO household_imports (programme_id, file_sha256, rows, created, unchanged, \
                      summary, imported_at, imported_by) VALUES ($1, $2, $3, $4, $5, '{}', $6, $7) RETURNING id",
@@ -421,21 +421,7 @@ impl Registry {
                          msisdn, msisdn_index, operator, national_id, national_id_index, biometric_ref, \
                          biometric_index, enrolled_by, enrolled_at, import_id, status_changed_at) VALUES ",
                     );
-                    let mut n = 0;
-                    for i in 0..chunk.len() {
-                        if i > 0 {
-                            sql.push(',');
-                        }
-                        sql.push('(');
-                        for c in 0..24 {
-                            if c > 0 {
-                                sql.push(',');
-                            }
-                            n += 1;
-                            sql.push_str(&format!("${n}"));
-                        }
-                        sql.push(')');
-                    }
+                    sql.push_str(&crate::values_list(chunk.len(), 24, $pg));
                     sql.push_str(" RETURNING id, submission_id");
                     let mut q = sqlx::query(&sql);
                     for s in chunk {
@@ -481,16 +467,7 @@ impl Registry {
                     let mut sql = String::from(
                         "INSERT INTO dedup_flags (household_a, household_b, kind, score_permille, created_at, import_id) VALUES ",
                     );
-                    for i in 0..chunk.len() {
-                        let b = i * 6;
-                        if i > 0 {
-                            sql.push(',');
-                        }
-                        sql.push_str(&format!(
-                            "(${}, ${}, ${}, ${}, ${}, ${})",
-                            b + 1, b + 2, b + 3, b + 4, b + 5, b + 6
-                        ));
-                    }
+                    sql.push_str(&crate::values_list(chunk.len(), 6, $pg));
                     let mut q = sqlx::query(&sql);
                     for f in chunk {
                         let score = match f.kind {
@@ -525,7 +502,7 @@ impl Registry {
         }
         if let Some(pool) = self.ledger.pg_pool() {
             let mut tx = pool.begin().await?;
-            body!(tx);
+            body!(tx, true);
             if dry_run {
                 tx.rollback().await?;
             } else {
@@ -533,7 +510,7 @@ impl Registry {
             }
         } else if let Some(pool) = self.ledger.sqlite_pool() {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            body!(tx);
+            body!(tx, false);
             if dry_run {
                 tx.rollback().await?;
             } else {
@@ -578,7 +555,7 @@ impl Registry {
         let rows: Vec<CandidateRow> = read_pool!(self.ledger, |pool| {
             sqlx::query_as(
                 "SELECT h.id, q.code, h.commune, h.size, h.head_name, h.national_id_index, \
-                     h.biometric_index, h.msisdn_index \
+                     h.biometric_index, h.msisdn_index, h.head_birth_year, h.head_sex \
                      FROM households h JOIN programmes q ON q.id = h.programme_id \
                      WHERE h.status <> 'withdrawn' AND q.starts_on <= $1 AND q.ends_on >= $2 \
                      ORDER BY h.id",
@@ -589,7 +566,7 @@ impl Registry {
             .await?
         });
         let mut index = DedupIndex::new(NAME_THRESHOLD_PERMILLE);
-        for (id, programme, commune, size, name, nid, bio, msisdn) in rows {
+        for (id, programme, commune, size, name, nid, bio, msisdn, year, sex) in rows {
             let name = self.keys.open(Field::HeadName, &name)?;
             // Existing households were compared when they were enrolled: adding them raises
             // nothing new worth recording, so their flags are dropped here.
@@ -602,6 +579,8 @@ impl Registry {
                 national_id_hash: nid,
                 biometric_hash: bio,
                 msisdn_hash: msisdn,
+                birth_year: Some(year),
+                sex: Some(sex),
             });
         }
         Ok(index)
@@ -792,7 +771,8 @@ impl Registry {
     }
 }
 
-/// id, programme, commune, size, sealed name, national ID hash, biometric hash, phone hash.
+/// id, programme, commune, size, sealed name, national ID hash, biometric hash, phone hash,
+/// birth year, sex.
 type CandidateRow = (
     i64,
     String,
@@ -802,6 +782,8 @@ type CandidateRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    i32,
+    String,
 );
 
 fn candidate(programme: &str, key: i64, s: &Sealed) -> Candidate {
@@ -814,6 +796,8 @@ fn candidate(programme: &str, key: i64, s: &Sealed) -> Candidate {
         national_id_hash: s.national_id_index.clone(),
         biometric_hash: s.biometric_index.clone(),
         msisdn_hash: s.msisdn_index.clone(),
+        birth_year: Some(s.rec.head_birth_year),
+        sex: Some(s.rec.head_sex.as_str().to_owned()),
     }
 }
 

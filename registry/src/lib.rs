@@ -92,6 +92,34 @@ impl Registry {
     }
 }
 
+/// `rows` groups of `cols` placeholders for a multi-row `VALUES` list: `$1, $2, …` on
+/// PostgreSQL; on SQLite plain `?` (bound by position), because SQLite resolves numbered
+/// parameters by name, which costs quadratic time in a statement with thousands of them.
+pub(crate) fn values_list(rows: usize, cols: usize, postgres: bool) -> String {
+    let mut sql = String::with_capacity(rows * cols * 7);
+    let mut n = 0;
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push(',');
+            }
+            n += 1;
+            if postgres {
+                sql.push('$');
+                sql.push_str(&n.to_string());
+            } else {
+                sql.push('?');
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// The current time, truncated to microseconds (what both databases keep).
 pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
     cva_ledger::store::now_micros()
