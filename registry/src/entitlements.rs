@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use cva_ledger::account::{AccountCode, Side};
-use cva_ledger::audit::AuditContext;
+use cva_ledger::audit::{AuditConn, AuditContext, AuditRecord};
 use cva_ledger::entry::{EntryId, IdempotencyKey, Line, NewEntry};
 use cva_ledger::money::Amount;
 use cva_ledger::store::TxHook;
@@ -95,6 +95,8 @@ struct InsertRows<'a> {
     actor: &'a str,
     at: DateTime<Utc>,
     planned: &'a [Planned],
+    /// The one audit event of the run (`entitlements.generate`).
+    audit: &'a AuditRecord,
 }
 
 const ROWS_PER_INSERT: usize = 2000;
@@ -128,6 +130,7 @@ macro_rules! insert_rows {
             }
             q.execute(&mut *$conn).await.map_err(refusal)?;
         }
+        AuditConn::append(&mut *$conn, $self.audit).await?;
         Ok(())
     }};
 }
@@ -351,7 +354,22 @@ impl Registry {
                 .map_err(LedgerError::from)?,
             );
         }
+        // One audit event for the run; its change names every entitlement by its entry's
+        // idempotency key and amount (hashed into the chain, not stored).
+        let audit = AuditRecord::new(
+            ctx,
+            "entitlements.generate",
+            "cycle",
+            format!("{}:{}:{cycle}", p.code, modality.as_str()),
+            serde_json::json!({
+                "rule_version": rule.version,
+                "budget_line": line.account,
+                "total": needed,
+                "entries": entries.iter().map(|e| serde_json::json!([e.idempotency_key.as_str(), e.lines[0].amount.minor()])).collect::<Vec<_>>(),
+            }),
+        );
         let hook = InsertRows {
+            audit: &audit,
             programme_id: p.id,
             line_id: line.id,
             modality: modality.as_str(),

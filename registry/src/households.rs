@@ -399,7 +399,7 @@ impl Registry {
             import_id: None,
         };
         macro_rules! body {
-            ($tx:ident, $pg:expr) => {{
+            ($tx:ident, $pg:expr, $insert:ident) => {{
                 let import_id: i64 = sqlx::query_scalar(
                     "INSERT INTO household_imports (programme_id, file_sha256, rows, created, unchanged, \
                      summary, imported_at, imported_by) VALUES ($1, $2, $3, $4, $5, '{}', $6, $7) RETURNING id",
@@ -413,49 +413,7 @@ impl Registry {
                 .bind(&ctx.actor)
                 .fetch_one(&mut *$tx)
                 .await?;
-                let mut ids: HashMap<String, i64> = HashMap::with_capacity(sealed.len());
-                for chunk in sealed.chunks(CHUNK) {
-                    let mut sql = String::from(
-                        "INSERT INTO households (programme_id, submission_id, submitted_at, enumerator, consent, \
-                         head_name, head_sex, head_birth_year, size, displacement, region, cercle, commune, \
-                         msisdn, msisdn_index, operator, national_id, national_id_index, biometric_ref, \
-                         biometric_index, enrolled_by, enrolled_at, import_id, status_changed_at) VALUES ",
-                    );
-                    sql.push_str(&crate::values_list(chunk.len(), 24, $pg));
-                    sql.push_str(" RETURNING id, submission_id");
-                    let mut q = sqlx::query(&sql);
-                    for s in chunk {
-                        let r = &s.rec;
-                        q = q
-                            .bind(p.id)
-                            .bind(&r.submission_id)
-                            .bind(r.submitted_at)
-                            .bind(&r.enumerator)
-                            .bind(r.consent)
-                            .bind(&s.head_name)
-                            .bind(r.head_sex.as_str())
-                            .bind(r.head_birth_year)
-                            .bind(i32::from(r.size))
-                            .bind(r.displacement.as_str())
-                            .bind(r.region.as_str())
-                            .bind(r.cercle.as_str())
-                            .bind(r.commune.as_str())
-                            .bind(&s.msisdn)
-                            .bind(&s.msisdn_index)
-                            .bind(&r.operator)
-                            .bind(&s.national_id)
-                            .bind(&s.national_id_index)
-                            .bind(&s.biometric_ref)
-                            .bind(&s.biometric_index)
-                            .bind(&ctx.actor)
-                            .bind(now)
-                            .bind(import_id)
-                            .bind(now);
-                    }
-                    for row in q.fetch_all(&mut *$tx).await? {
-                        ids.insert(row.try_get(1)?, row.try_get(0)?);
-                    }
-                }
+                let ids = $insert(&mut *$tx, p.id, &sealed, &ctx.actor, now, import_id).await?;
                 let mut flags: Vec<Flag> = Vec::new();
                 for s in &sealed {
                     let key = *ids.get(&s.rec.submission_id).ok_or_else(|| {
@@ -502,7 +460,7 @@ impl Registry {
         }
         if let Some(pool) = self.ledger.pg_pool() {
             let mut tx = pool.begin().await?;
-            body!(tx, true);
+            body!(tx, true, insert_households_pg);
             if dry_run {
                 tx.rollback().await?;
             } else {
@@ -510,7 +468,7 @@ impl Registry {
             }
         } else if let Some(pool) = self.ledger.sqlite_pool() {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            body!(tx, false);
+            body!(tx, false, insert_households_sqlite);
             if dry_run {
                 tx.rollback().await?;
             } else {
@@ -769,6 +727,126 @@ impl Registry {
         });
         self.household(id, Reveal::Full).await
     }
+}
+
+/// Inserts households on SQLite: multi-row `VALUES` with positional parameters. Returns the new
+/// ids by submission id.
+async fn insert_households_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    programme_id: i64,
+    sealed: &[Sealed],
+    actor: &str,
+    now: DateTime<Utc>,
+    import_id: i64,
+) -> Result<HashMap<String, i64>> {
+    let mut ids: HashMap<String, i64> = HashMap::with_capacity(sealed.len());
+    for chunk in sealed.chunks(CHUNK) {
+        let mut sql = String::from(
+                "INSERT INTO households (programme_id, submission_id, submitted_at, enumerator, consent, \
+                 head_name, head_sex, head_birth_year, size, displacement, region, cercle, commune, \
+                 msisdn, msisdn_index, operator, national_id, national_id_index, biometric_ref, \
+                 biometric_index, enrolled_by, enrolled_at, import_id, status_changed_at) VALUES ",
+            );
+        sql.push_str(&crate::values_list(chunk.len(), 24, false));
+        sql.push_str(" RETURNING id, submission_id");
+        let mut q = sqlx::query(&sql);
+        for s in chunk {
+            let r = &s.rec;
+            q = q
+                .bind(programme_id)
+                .bind(&r.submission_id)
+                .bind(r.submitted_at)
+                .bind(&r.enumerator)
+                .bind(r.consent)
+                .bind(&s.head_name)
+                .bind(r.head_sex.as_str())
+                .bind(r.head_birth_year)
+                .bind(i32::from(r.size))
+                .bind(r.displacement.as_str())
+                .bind(r.region.as_str())
+                .bind(r.cercle.as_str())
+                .bind(r.commune.as_str())
+                .bind(&s.msisdn)
+                .bind(&s.msisdn_index)
+                .bind(&r.operator)
+                .bind(&s.national_id)
+                .bind(&s.national_id_index)
+                .bind(&s.biometric_ref)
+                .bind(&s.biometric_index)
+                .bind(actor)
+                .bind(now)
+                .bind(import_id)
+                .bind(now);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            ids.insert(row.try_get(1)?, row.try_get(0)?);
+        }
+    }
+    Ok(ids)
+}
+
+/// Inserts households on PostgreSQL: one `INSERT … SELECT FROM UNNEST(arrays)` per chunk, which
+/// PostgreSQL parses once and binds as 24 arrays instead of tens of thousands of parameters.
+async fn insert_households_pg(
+    conn: &mut sqlx::PgConnection,
+    programme_id: i64,
+    sealed: &[Sealed],
+    actor: &str,
+    now: DateTime<Utc>,
+    import_id: i64,
+) -> Result<HashMap<String, i64>> {
+    let mut ids: HashMap<String, i64> = HashMap::with_capacity(sealed.len());
+    for chunk in sealed.chunks(20_000) {
+        let col = |f: &dyn Fn(&Sealed) -> String| chunk.iter().map(f).collect::<Vec<String>>();
+        let opt = |f: &dyn Fn(&Sealed) -> Option<String>| {
+            chunk.iter().map(f).collect::<Vec<Option<String>>>()
+        };
+        let rows = sqlx::query(
+            "INSERT INTO households (programme_id, submission_id, submitted_at, enumerator, consent, \
+             head_name, head_sex, head_birth_year, size, displacement, region, cercle, commune, \
+             msisdn, msisdn_index, operator, national_id, national_id_index, biometric_ref, \
+             biometric_index, enrolled_by, enrolled_at, import_id, status_changed_at) \
+             SELECT $1, u.submission_id, u.submitted_at, u.enumerator, TRUE, u.head_name, u.head_sex, \
+             u.head_birth_year, u.size, u.displacement, u.region, u.cercle, u.commune, u.msisdn, \
+             u.msisdn_index, u.operator, u.national_id, u.national_id_index, u.biometric_ref, \
+             u.biometric_index, $2, $3, $4, $3 \
+             FROM UNNEST($5::text[], $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::int[], \
+             $11::int[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], \
+             $18::text[], $19::text[], $20::text[], $21::text[], $22::text[]) AS u (submission_id, \
+             submitted_at, enumerator, head_name, head_sex, head_birth_year, size, displacement, region, \
+             cercle, commune, msisdn, msisdn_index, operator, national_id, national_id_index, \
+             biometric_ref, biometric_index) \
+             RETURNING id, submission_id",
+        )
+        .bind(programme_id)
+        .bind(actor)
+        .bind(now)
+        .bind(import_id)
+        .bind(col(&|s| s.rec.submission_id.clone()))
+        .bind(chunk.iter().map(|s| s.rec.submitted_at).collect::<Vec<_>>())
+        .bind(col(&|s| s.rec.enumerator.clone()))
+        .bind(col(&|s| s.head_name.clone()))
+        .bind(col(&|s| s.rec.head_sex.as_str().to_owned()))
+        .bind(chunk.iter().map(|s| s.rec.head_birth_year).collect::<Vec<i32>>())
+        .bind(chunk.iter().map(|s| i32::from(s.rec.size)).collect::<Vec<i32>>())
+        .bind(col(&|s| s.rec.displacement.as_str().to_owned()))
+        .bind(col(&|s| s.rec.region.as_str().to_owned()))
+        .bind(col(&|s| s.rec.cercle.as_str().to_owned()))
+        .bind(col(&|s| s.rec.commune.as_str().to_owned()))
+        .bind(opt(&|s| s.msisdn.clone()))
+        .bind(opt(&|s| s.msisdn_index.clone()))
+        .bind(opt(&|s| s.rec.operator.clone()))
+        .bind(opt(&|s| s.national_id.clone()))
+        .bind(opt(&|s| s.national_id_index.clone()))
+        .bind(opt(&|s| s.biometric_ref.clone()))
+        .bind(opt(&|s| s.biometric_index.clone()))
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            ids.insert(row.try_get(1)?, row.try_get(0)?);
+        }
+    }
+    Ok(ids)
 }
 
 /// id, programme, commune, size, sealed name, national ID hash, biometric hash, phone hash,

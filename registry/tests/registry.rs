@@ -245,6 +245,17 @@ async fn import_flags_verify_and_grant() {
     );
     // Size 3 → band 50,010 rounded to the nearest 25 → 50,000, two tranches.
     assert_eq!(g.amount, 100_000);
+    // One audit event for the run, written with it.
+    let runs = |db: &TestDb| {
+        let q = cva_ledger::audit::AuditQuery {
+            action: Some("entitlements.generate".into()),
+            limit: 100,
+            ..Default::default()
+        };
+        let l = db.ledger.clone();
+        async move { l.audit_events(&q).await.unwrap().len() }
+    };
+    assert_eq!(runs(&db).await, 1);
     let acc = format!("liabilities:entitlements:{P}:hh-{}", ids[5]);
     assert_eq!(bal(&db.ledger, &acc).await, 100_000);
     assert_eq!(bal(&db.ledger, &format!("funds:{P}:mpca")).await, 900_000);
@@ -284,6 +295,11 @@ async fn import_flags_verify_and_grant() {
         .await
         .unwrap();
     assert_eq!((g3.created, g3.already_granted), (0, 10));
+    assert_eq!(
+        runs(&db).await,
+        2,
+        "a run that creates nothing records nothing"
+    );
 
     // Cancel one: its entry is reversed and the household is owed less.
     let ents = reg.entitlements(ids[5]).await.unwrap();

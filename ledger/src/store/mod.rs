@@ -399,6 +399,21 @@ impl Ledger {
         out.into_iter().collect()
     }
 
+    /// Posts entries atomically with `hook` in the same transaction and no per-entry audit
+    /// event: for bulk operations whose hook records one event for the whole batch (e.g. an
+    /// entitlement cycle, whose event's change lists every entry).
+    #[tracing::instrument(skip_all, fields(entries = entries.len()))]
+    pub async fn post_many_hooked(
+        &self,
+        entries: &[NewEntry],
+        hook: &dyn TxHook,
+    ) -> Result<Vec<Posting>> {
+        let out = self
+            .post_batch_with(entries, BatchMode::Atomic, &[], Some(hook))
+            .await?;
+        out.into_iter().collect()
+    }
+
     pub(crate) async fn post_batch(
         &self,
         entries: &[NewEntry],
