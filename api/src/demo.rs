@@ -261,6 +261,7 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
     let mut verified = 0;
     let mut after_id = 0;
     let mut refused_self = false;
+    let mut self_refusal = None;
     let b = bar(rows as u64, "households verified");
     loop {
         let q = HouseholdQuery {
@@ -277,9 +278,7 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
                 .set_status(page[0].id, StatusAction::Verify, None, &officer)
                 .await
             {
-                b.println(format!(
-                    "  the enrolling officer verifying their own household: refused ({m})"
-                ));
+                self_refusal = Some(m);
                 refused_self = true;
             }
         }
@@ -291,6 +290,9 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
         }
     }
     b.finish_and_clear();
+    if let Some(m) = self_refusal {
+        println!("  the enrolling officer verifying their own household: refused ({m})");
+    }
     println!("  {verified} households verified by {}", checker.actor);
 
     let budget_line = format!("funds:{PROGRAMME}:mpca");

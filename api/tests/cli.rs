@@ -473,11 +473,20 @@ async fn demo_runs_the_cycle_and_leaves_reports() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("entitlements granted: 400 entries posted"),
+        stdout.contains("400 rows: 400 households enrolled"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("same key, different content: refused"),
+        stdout.contains("verifying their own household: refused"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("entitlements (") && stdout.contains("by rule v1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("again creates 0 entitlements"), "{stdout}");
+    assert!(
+        stdout.contains("a grant beyond the budget line: refused"),
         "{stdout}"
     );
     assert!(stdout.contains("twice: refused"), "{stdout}");
