@@ -60,6 +60,12 @@ pub enum Command {
     /// Entitlements: generate a cycle, list a household's, cancel one.
     #[command(subcommand)]
     Entitlements(EntitlementCommand),
+    /// Cash-for-work attendance sheets.
+    #[command(subcommand)]
+    Cfw(CfwCommand),
+    /// Shelter construction milestones (reported by one person, verified by another).
+    #[command(subcommand)]
+    Milestones(MilestoneCommand),
     /// Deterministic test data.
     #[command(subcommand)]
     Fixtures(FixturesCommand),
@@ -440,5 +446,51 @@ pub enum FixturesCommand {
         seed: u64,
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CfwCommand {
+    /// Record the days worked in a cycle from an attendance sheet
+    /// (`household_id,worker,date,site,present`); all or nothing.
+    ImportAttendance {
+        #[arg(long)]
+        programme: String,
+        #[arg(long)]
+        cycle: String,
+        /// First day of the cycle, YYYY-MM-DD.
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last day of the cycle, YYYY-MM-DD.
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MilestoneCommand {
+    /// Report a milestone reached by a household (e.g. foundation, walls, roof).
+    Report {
+        #[arg(long)]
+        household: i64,
+        #[arg(long)]
+        milestone: String,
+        /// Date observed, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        on: Option<chrono::NaiveDate>,
+    },
+    /// Verify a reported milestone (not the person who reported it).
+    Verify {
+        #[arg(long)]
+        household: i64,
+        #[arg(long)]
+        milestone: String,
+    },
+    /// A household's milestones.
+    List {
+        #[arg(long)]
+        household: i64,
     },
 }

@@ -280,5 +280,56 @@ async fn kobo_export_to_verified_households_with_entitlements() {
         b[0]["committed"].as_u64().unwrap(),
         g["amount"].as_u64().unwrap()
     );
+
+    // Cash-for-work attendance from the fixture sheet; a shelter milestone under four eyes.
+    let att: Value = serde_json::from_str(&cli.ok(&[
+        "cfw",
+        "import-attendance",
+        "--programme",
+        P,
+        "--cycle",
+        "2024-03",
+        "--from",
+        "2024-03-01",
+        "--to",
+        "2024-03-31",
+        "--file",
+        &format!("{fx}/attendance.csv"),
+    ]))
+    .unwrap();
+    assert!(att["households"].as_u64().unwrap() > 0, "{att}");
+    cli.ok(&[
+        "milestones",
+        "report",
+        "--household",
+        &id,
+        "--milestone",
+        "walls",
+        "--on",
+        "2024-03-10",
+    ]);
+    let out = cli.run_as(
+        "officer",
+        &[
+            "milestones",
+            "verify",
+            "--household",
+            &id,
+            "--milestone",
+            "walls",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "the reporter cannot verify");
+    cli.ok_as(
+        "checker",
+        &[
+            "milestones",
+            "verify",
+            "--household",
+            &id,
+            "--milestone",
+            "walls",
+        ],
+    );
     cli.db.drop_database().await;
 }

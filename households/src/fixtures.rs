@@ -744,7 +744,9 @@ fn write_attendance(mut rng: ChaCha8Rng, rows: &[Row], out_dir: &Path) -> io::Re
                 names.push(name);
             }
         }
-        for name in &names {
+        // Workers are numbered within the household: their names stay out of the sheet.
+        for (number, _) in names.iter().enumerate() {
+            let worker = (number + 1).to_string();
             let mut days: Vec<i64> = (0..31).collect();
             let count = rng.gen_range(3..=8);
             let (days, _) = days.partial_shuffle(&mut rng, count);
@@ -753,7 +755,7 @@ fn write_attendance(mut rng: ChaCha8Rng, rows: &[Row], out_dir: &Path) -> io::Re
                 let present = if rng.gen_bool(0.9) { "yes" } else { "no" };
                 w.write_record([
                     row.uuid.as_str(),
-                    name,
+                    &worker,
                     &fmt_time(MARCH_1 + day * DAY, "%Y-%m-%d"),
                     &site,
                     present,

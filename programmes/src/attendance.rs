@@ -325,7 +325,8 @@ fn parse_household(s: &str) -> Result<String, String> {
 }
 
 fn parse_worker(s: &str) -> Result<u32, String> {
-    let bad = || format!("`{s}` is not a worker number from 1 to {MAX_WORKER}");
+    // The value is not echoed: a sheet may carry a worker's name in this column.
+    let bad = || format!("is not a worker number from 1 to {MAX_WORKER}");
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || s.len() > 3 {
         return Err(bad());
     }
@@ -519,7 +520,7 @@ mod tests {
             ]
         );
         let reasons: Vec<&str> = att.errors.iter().map(|e| e.reason.as_str()).collect();
-        assert_eq!(reasons[2], "`21` is not a worker number from 1 to 20");
+        assert_eq!(reasons[2], "is not a worker number from 1 to 20");
         assert_eq!(
             reasons[4],
             "`2024-3-4` is not a date (expected YYYY-MM-DD or DD/MM/YYYY)"

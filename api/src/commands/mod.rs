@@ -45,7 +45,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Programmes(_)
         | Command::Households(_)
         | Command::Flags(_)
-        | Command::Entitlements(_) => {
+        | Command::Entitlements(_)
+        | Command::Cfw(_)
+        | Command::Milestones(_) => {
             let ledger = connect(&url).await?;
             let reg = crate::config::registry(&ledger, &url)?;
             let result = registry::run(&reg, cli.command).await;

@@ -14,8 +14,8 @@ use cva_registry::{Registry, RegistryError};
 use serde::Serialize;
 
 use crate::cli::{
-    Command, EntitlementCommand, FixturesCommand, FlagCommand, Format, HouseholdCommand,
-    ProgrammeCommand,
+    CfwCommand, Command, EntitlementCommand, FixturesCommand, FlagCommand, Format,
+    HouseholdCommand, MilestoneCommand, ProgrammeCommand,
 };
 use crate::output::table;
 
@@ -77,6 +77,47 @@ pub async fn run(reg: &Registry, cmd: Command) -> anyhow::Result<()> {
         Command::Households(cmd) => households(reg, cmd, &ctx).await,
         Command::Flags(cmd) => flags(reg, cmd, &ctx).await,
         Command::Entitlements(cmd) => entitlements(reg, cmd, &ctx).await,
+        Command::Cfw(CfwCommand::ImportAttendance {
+            programme,
+            cycle,
+            from,
+            to,
+            file,
+        }) => {
+            let bytes = read_file(&file)?;
+            let r = reg
+                .import_attendance(&programme, &cycle, from, to, &bytes, &ctx)
+                .await
+                .map_err(refused)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        Command::Milestones(cmd) => {
+            let out = match cmd {
+                MilestoneCommand::Report {
+                    household,
+                    milestone,
+                    on,
+                } => serde_json::to_string_pretty(
+                    &reg.report_milestone(household, &milestone, on.unwrap_or_else(today), &ctx)
+                        .await
+                        .map_err(refused)?,
+                )?,
+                MilestoneCommand::Verify {
+                    household,
+                    milestone,
+                } => serde_json::to_string_pretty(
+                    &reg.verify_milestone(household, &milestone, &ctx)
+                        .await
+                        .map_err(refused)?,
+                )?,
+                MilestoneCommand::List { household } => serde_json::to_string_pretty(
+                    &reg.milestones(household).await.map_err(refused)?,
+                )?,
+            };
+            println!("{out}");
+            Ok(())
+        }
         _ => bail!("not a registry command"),
     }
 }
