@@ -616,6 +616,19 @@ fn ent_view(r: EntRow) -> EntitlementView {
 }
 
 impl Registry {
+    /// The programme of an entitlement (for scope checks), if it exists.
+    pub async fn entitlement_programme(&self, id: i64) -> Result<Option<String>> {
+        Ok(crate::read_pool!(self.ledger, |pool| {
+            sqlx::query_scalar(
+                "SELECT p.code FROM entitlements e JOIN programmes p ON p.id = e.programme_id \
+                 WHERE e.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        }))
+    }
+
     /// Every entitlement of a programme's cycle and modality, by household id then tranche.
     pub async fn cycle_entitlements(
         &self,

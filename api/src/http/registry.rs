@@ -704,25 +704,7 @@ pub struct Cancel {
 
 /// The programme of an entitlement, if it exists.
 async fn entitlement_programme(state: &AppState, id: i64) -> ApiResult<Option<String>> {
-    const SQL: &str =
-        "SELECT p.code FROM entitlements e JOIN programmes p ON p.id = e.programme_id \
-                       WHERE e.id = $1";
-    let storage = |e: sqlx::Error| ApiError::from(RegistryError::Database(e));
-    if let Some(pool) = state.ledger.pg_pool() {
-        sqlx::query_scalar(SQL)
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-            .map_err(storage)
-    } else if let Some(pool) = state.ledger.sqlite_pool() {
-        sqlx::query_scalar(SQL)
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-            .map_err(storage)
-    } else {
-        Err(RegistryError::NoBackend.into())
-    }
+    Ok(state.registry.entitlement_programme(id).await?)
 }
 
 #[utoipa::path(post, path = "/v1/entitlements/{id}/cancel", tag = "entitlements", params(("id" = i64, Path, description = "entitlement id")), request_body = Cancel,
