@@ -10,6 +10,7 @@
 
 pub mod account;
 pub mod audit;
+pub mod bench;
 pub mod committer;
 pub mod entry;
 pub mod error;

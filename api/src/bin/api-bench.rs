@@ -50,9 +50,7 @@
 //!
 //! The process exits non-zero if any request fails.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -68,8 +66,6 @@ use cva_ledger::money::{Amount, Currency};
 use cva_ledger::Ledger;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
 
 /// A fixed, strong (48 bytes, many distinct) token secret: the tokens live only in this process.
 const SECRET: &[u8] = b"api-bench:7Qz3xK9pL2mV8nR4tW6yB1cD5fG0hJ-sE_uA.o";
@@ -108,7 +104,9 @@ async fn main() -> Result<ExitCode> {
 
     // Setup.
     let started = Instant::now();
-    let url = fresh_database(&args.database_url).await?;
+    let url = cva_ledger::bench::fresh_database(&args.database_url, "_apibench")
+        .await
+        .context("preparing a fresh benchmark database")?;
     let ledger = Ledger::connect(&url)
         .await
         .context("connecting to the bench database")?;
@@ -265,71 +263,6 @@ fn secs(d: Duration) -> f64 {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// Creates an empty database for the run and returns its URL.
-async fn fresh_database(url: &str) -> Result<String> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let options = PgConnectOptions::from_str(url).context("parsing the PostgreSQL URL")?;
-        let given = options
-            .get_database()
-            .unwrap_or(options.get_username())
-            .to_owned();
-        let name = format!("{given}_apibench");
-        ensure!(
-            name.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
-            "database name {given:?}: use letters, digits, `_` or `-` only"
-        );
-        let mut conn = options
-            .connect()
-            .await
-            .context("connecting to the PostgreSQL server")?;
-        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&mut conn)
-            .await
-            .with_context(|| format!("dropping database {name}"))?;
-        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut conn)
-            .await
-            .with_context(|| format!("creating database {name}"))?;
-        conn.close().await?;
-        println!("# database: {name} (dropped and re-created)");
-        Ok(with_database(url, &name))
-    } else if let Some(rest) = url.strip_prefix("sqlite:") {
-        let rest = rest.strip_prefix("//").unwrap_or(rest);
-        let path = rest.split('?').next().unwrap_or_default();
-        ensure!(
-            !path.is_empty() && !path.contains(":memory:"),
-            "the SQLite benchmark needs a file: sqlite:///tmp/api-bench.db"
-        );
-        for suffix in ["", "-wal", "-shm"] {
-            let file = PathBuf::from(format!("{path}{suffix}"));
-            match std::fs::remove_file(&file) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("deleting {}", file.display())),
-            }
-        }
-        println!("# database: {path} (deleted and re-created)");
-        Ok(url.to_owned())
-    } else {
-        bail!("unsupported database URL (use postgres://… or sqlite://FILE)")
-    }
-}
-
-/// The same PostgreSQL URL with another database name (query parameters kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.find('?') {
-        Some(q) => url.split_at(q),
-        None => (url, ""),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[authority..].find('/') {
-        Some(slash) => &base[..authority + slash],
-        None => base,
-    };
-    format!("{server}/{name}{query}")
 }
 
 /// A client for one connection to the loopback server: HTTP/1.1 only, no proxy (whatever the
