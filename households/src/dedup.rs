@@ -191,7 +191,8 @@ fn common_prefix(a: &[char; 4], b: &[char; 4]) -> usize {
 struct NameEntry {
     key: i64,
     birth_year: Option<i32>,
-    sex: Option<Box<str>>,
+    /// Interned by the index (see `DedupIndex::sexes`): compared as integers in the hot loop.
+    sex: Option<u32>,
     folded: Box<str>,
     /// Tokens sorted, when different from `folded`.
     sorted: Option<Box<str>>,
@@ -355,6 +356,8 @@ pub struct DedupIndex {
     msisdns: HashMap<String, Vec<i64>>,
     /// commune → size → names.
     names: HashMap<String, HashMap<u16, Vec<NameEntry>>>,
+    /// Each distinct sex value seen, numbered.
+    sexes: HashMap<String, u32>,
     len: usize,
 }
 
@@ -375,6 +378,7 @@ impl DedupIndex {
             biometrics: HashMap::new(),
             msisdns: HashMap::new(),
             names: HashMap::new(),
+            sexes: HashMap::new(),
             len: 0,
         }
     }
@@ -422,7 +426,10 @@ impl DedupIndex {
         if !c.folded_name.is_empty() {
             let mut entry = NameEntry::new(key, &c.folded_name);
             entry.birth_year = c.birth_year;
-            entry.sex = c.sex.as_deref().map(Box::from);
+            entry.sex = c.sex.map(|sex| {
+                let next = self.sexes.len() as u32;
+                *self.sexes.entry(sex).or_insert(next)
+            });
             let by_size = self.names.entry(c.commune).or_default();
             let start = flags.len();
             let mut seen = HashSet::new();
@@ -434,11 +441,12 @@ impl DedupIndex {
                     continue;
                 };
                 for other in bucket {
-                    let other_person = matches!((&entry.sex, &other.sex), (Some(x), Some(y)) if x != y)
-                        || matches!((entry.birth_year, other.birth_year),
-                            (Some(x), Some(y)) if (x - y).abs() > BIRTH_YEAR_SLACK);
-                    if other.key == key
-                        || other_person
+                    // Cheapest tests first: this loop runs once per pair in the buckets.
+                    let other_person = matches!((entry.birth_year, other.birth_year),
+                            (Some(x), Some(y)) if (x - y).abs() > BIRTH_YEAR_SLACK)
+                        || matches!((entry.sex, other.sex), (Some(x), Some(y)) if x != y);
+                    if other_person
+                        || other.key == key
                         || entry.upper_bound(other, self.prefilter_floor) < self.prefilter_floor
                     {
                         continue;

@@ -7,7 +7,7 @@
 //! Budget consumption per line is therefore the fund account's debits, derivable from the ledger
 //! alone. [`Registry::generate_entitlements`] is idempotent per (household, modality, cycle,
 //! tranche), refuses the whole cycle when the budget line's planned amount or its funds would be
-//! exceeded, and writes the entries, the entitlement rows and the audit events in one
+//! exceeded, and writes the entries, the entitlement rows and the run's audit event in one
 //! transaction. Cancelling an entitlement posts the reversal of its entry.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -99,40 +99,15 @@ struct InsertRows<'a> {
     audit: &'a AuditRecord,
 }
 
+/// Rows per multi-row INSERT on SQLite (12 parameters each, under its 32,766 limit).
 const ROWS_PER_INSERT: usize = 2000;
 
-macro_rules! insert_rows {
-    ($self:ident, $conn:ident, $posted:ident, $pg:expr) => {{
-        for chunk in $posted.chunks(ROWS_PER_INSERT) {
-            let mut sql = String::from(
-                "INSERT INTO entitlements (household_id, programme_id, budget_line_id, modality, cycle, \
-                 tranche, amount, currency, rule_version, entry_id, created_at, created_by) VALUES ",
-            );
-            sql.push_str(&crate::values_list(chunk.len(), 12, $pg));
-            let mut q = sqlx::query(&sql);
-            for (i, id) in chunk {
-                let p = $self.planned.get(*i).ok_or_else(|| {
-                    LedgerError::Corrupt("posted entry without its entitlement".into())
-                })?;
-                q = q
-                    .bind(p.household_id)
-                    .bind($self.programme_id)
-                    .bind($self.line_id)
-                    .bind($self.modality)
-                    .bind($self.cycle)
-                    .bind(p.tranche)
-                    .bind(p.amount)
-                    .bind($self.currency)
-                    .bind($self.rule_version)
-                    .bind(id.0)
-                    .bind($self.at)
-                    .bind($self.actor);
-            }
-            q.execute(&mut *$conn).await.map_err(refusal)?;
-        }
-        AuditConn::append(&mut *$conn, $self.audit).await?;
-        Ok(())
-    }};
+impl InsertRows<'_> {
+    fn planned(&self, i: usize) -> cva_ledger::Result<&Planned> {
+        self.planned
+            .get(i)
+            .ok_or_else(|| LedgerError::Corrupt("posted entry without its entitlement".into()))
+    }
 }
 
 /// The eligibility trigger's refusal is a business rule, not a storage failure.
@@ -146,12 +121,49 @@ fn refusal(e: sqlx::Error) -> LedgerError {
 }
 
 impl TxHook for InsertRows<'_> {
+    /// One `INSERT … SELECT FROM UNNEST` for the whole cycle: a single statement, so the
+    /// statement-level eligibility trigger checks every row in one pass.
     fn postgres<'a>(
         &'a self,
         conn: &'a mut sqlx::PgConnection,
         posted: &'a [(usize, EntryId)],
     ) -> futures::future::BoxFuture<'a, cva_ledger::Result<()>> {
-        Box::pin(async move { insert_rows!(self, conn, posted, true) })
+        Box::pin(async move {
+            let mut households = Vec::with_capacity(posted.len());
+            let mut tranches = Vec::with_capacity(posted.len());
+            let mut amounts = Vec::with_capacity(posted.len());
+            let mut entries = Vec::with_capacity(posted.len());
+            for (i, id) in posted {
+                let p = self.planned(*i)?;
+                households.push(p.household_id);
+                tranches.push(p.tranche);
+                amounts.push(p.amount);
+                entries.push(id.0);
+            }
+            sqlx::query(
+                "INSERT INTO entitlements (household_id, programme_id, budget_line_id, modality, cycle, \
+                 tranche, amount, currency, rule_version, entry_id, created_at, created_by) \
+                 SELECT h, $5, $6, $7, $8, t, a, $9, $10, e, $11, $12 \
+                 FROM UNNEST($1::int8[], $2::int4[], $3::int8[], $4::uuid[]) AS u(h, t, a, e)",
+            )
+            .bind(&households)
+            .bind(&tranches)
+            .bind(&amounts)
+            .bind(&entries)
+            .bind(self.programme_id)
+            .bind(self.line_id)
+            .bind(self.modality)
+            .bind(self.cycle)
+            .bind(self.currency)
+            .bind(self.rule_version)
+            .bind(self.at)
+            .bind(self.actor)
+            .execute(&mut *conn)
+            .await
+            .map_err(refusal)?;
+            AuditConn::append(&mut *conn, self.audit).await?;
+            Ok(())
+        })
     }
 
     fn sqlite<'a>(
@@ -159,7 +171,35 @@ impl TxHook for InsertRows<'_> {
         conn: &'a mut sqlx::SqliteConnection,
         posted: &'a [(usize, EntryId)],
     ) -> futures::future::BoxFuture<'a, cva_ledger::Result<()>> {
-        Box::pin(async move { insert_rows!(self, conn, posted, false) })
+        Box::pin(async move {
+            for chunk in posted.chunks(ROWS_PER_INSERT) {
+                let mut sql = String::from(
+                    "INSERT INTO entitlements (household_id, programme_id, budget_line_id, modality, cycle, \
+                     tranche, amount, currency, rule_version, entry_id, created_at, created_by) VALUES ",
+                );
+                sql.push_str(&crate::values_list(chunk.len(), 12, false));
+                let mut q = sqlx::query(&sql);
+                for (i, id) in chunk {
+                    let p = self.planned(*i)?;
+                    q = q
+                        .bind(p.household_id)
+                        .bind(self.programme_id)
+                        .bind(self.line_id)
+                        .bind(self.modality)
+                        .bind(self.cycle)
+                        .bind(p.tranche)
+                        .bind(p.amount)
+                        .bind(self.currency)
+                        .bind(self.rule_version)
+                        .bind(id.0)
+                        .bind(self.at)
+                        .bind(self.actor);
+                }
+                q.execute(&mut *conn).await.map_err(refusal)?;
+            }
+            AuditConn::append(&mut *conn, self.audit).await?;
+            Ok(())
+        })
     }
 }
 
@@ -191,6 +231,7 @@ impl Registry {
         ctx: &AuditContext,
     ) -> Result<GenerationReport> {
         check_cycle(cycle)?;
+        let started = std::time::Instant::now();
         let p = self.programme(programme).await?;
         let rule = self.current_rule(p.id, modality).await?;
         let line = self.line_for(&p, modality).await?;
@@ -368,6 +409,11 @@ impl Registry {
                 "entries": entries.iter().map(|e| serde_json::json!([e.idempotency_key.as_str(), e.lines[0].amount.minor()])).collect::<Vec<_>>(),
             }),
         );
+        tracing::debug!(
+            entries = entries.len(),
+            prepare_ms = started.elapsed().as_millis() as u64,
+            "entitlements planned"
+        );
         let hook = InsertRows {
             audit: &audit,
             programme_id: p.id,
@@ -382,7 +428,7 @@ impl Registry {
         };
         let postings = self
             .ledger
-            .post_many_with(&entries, ctx, &hook)
+            .post_many_hooked(&entries, &hook)
             .await
             .map_err(|e| match e {
                 LedgerError::BatchRejected { source, .. } => match *source {

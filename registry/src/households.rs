@@ -13,6 +13,7 @@
 //!   refuses it too) → `suspended` ⇄ `verified`, and any → `withdrawn`. Each change is audited.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Utc};
 use cva_access::maker_checker::FourEyes;
@@ -20,7 +21,7 @@ use cva_households::dedup::{fold_name, Candidate, DedupIndex, Flag, Summary};
 use cva_households::import::{self, ColumnMapping, RowError};
 use cva_households::mask;
 use cva_households::model::HouseholdRecord;
-use cva_households::pii::Field;
+use cva_households::pii::{Field, PiiKeys};
 use cva_ledger::audit::{AuditConn, AuditContext, AuditRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -377,8 +378,25 @@ impl Registry {
                 fresh.push(r);
             }
         }
-        let sealed: Vec<Sealed> = fresh.into_iter().map(|r| self.seal(r)).collect();
-        let mut index = self.dedup_index(p).await?;
+        // Sealing (CPU) runs on blocking threads while the households already enrolled are
+        // loaded into the duplicate index (database, then opening their names).
+        let (sealed, mut index) =
+            tokio::try_join!(seal_all(self.keys.clone(), fresh), self.dedup_index(p))?;
+        // Duplicate detection needs no database id: the new households get provisional keys
+        // (-1, -2, … in file order) and are compared on a blocking thread while the
+        // transaction below inserts them; the keys are replaced by the ids afterwards.
+        let candidates: Vec<Candidate> = sealed
+            .iter()
+            .enumerate()
+            .map(|(i, s)| candidate(p.code.as_str(), provisional_key(i), s))
+            .collect();
+        let dedup = tokio::task::spawn_blocking(move || {
+            let mut flags: Vec<Flag> = Vec::new();
+            for c in candidates {
+                flags.extend(index.add(c));
+            }
+            flags
+        });
         let now = crate::now();
         let change_ids: Vec<&str> = sealed
             .iter()
@@ -414,12 +432,22 @@ impl Registry {
                 .fetch_one(&mut *$tx)
                 .await?;
                 let ids = $insert(&mut *$tx, p.id, &sealed, &ctx.actor, now, import_id).await?;
-                let mut flags: Vec<Flag> = Vec::new();
-                for s in &sealed {
-                    let key = *ids.get(&s.rec.submission_id).ok_or_else(|| {
-                        RegistryError::Corrupt("inserted household without an id".into())
-                    })?;
-                    flags.extend(index.add(candidate(p.code.as_str(), key, s)));
+                let real = |key: i64| -> Result<i64> {
+                    if key >= 0 {
+                        return Ok(key);
+                    }
+                    sealed
+                        .get(usize::try_from(-(key + 1)).unwrap_or(usize::MAX))
+                        .and_then(|s| ids.get(&s.rec.submission_id))
+                        .copied()
+                        .ok_or_else(|| RegistryError::Corrupt("inserted household without an id".into()))
+                };
+                let mut flags = dedup
+                    .await
+                    .map_err(|e| RegistryError::Corrupt(format!("duplicate detection failed: {e}")))?;
+                for f in &mut flags {
+                    f.a = real(f.a)?;
+                    f.b = real(f.b)?;
                 }
                 for chunk in flags.chunks(CHUNK) {
                     let mut sql = String::from(
@@ -478,33 +506,6 @@ impl Registry {
             return Err(RegistryError::NoBackend);
         }
         Ok(report)
-    }
-
-    fn seal(&self, rec: HouseholdRecord) -> Sealed {
-        let k = &self.keys;
-        let msisdn = rec.msisdn.as_ref().map(|m| m.as_str().to_owned());
-        Sealed {
-            head_name: k.seal(Field::HeadName, &rec.head_name),
-            msisdn: msisdn.as_deref().map(|m| k.seal(Field::Msisdn, m)),
-            msisdn_index: msisdn.as_deref().map(|m| k.blind_index(Field::Msisdn, m)),
-            national_id: rec
-                .national_id
-                .as_deref()
-                .map(|v| k.seal(Field::NationalId, v)),
-            national_id_index: rec
-                .national_id
-                .as_deref()
-                .map(|v| k.blind_index(Field::NationalId, v)),
-            biometric_ref: rec
-                .biometric_ref
-                .as_deref()
-                .map(|v| k.seal(Field::BiometricRef, v)),
-            biometric_index: rec
-                .biometric_ref
-                .as_deref()
-                .map(|v| k.blind_index(Field::BiometricRef, v)),
-            rec,
-        }
     }
 
     /// Every household that new enrolments in `p` are compared with: those not withdrawn, in
@@ -726,6 +727,66 @@ impl Registry {
             AuditConn::append(&mut *tx, &rec).await?;
         });
         self.household(id, Reveal::Full).await
+    }
+}
+
+/// The key a new household has in the duplicate index before it has an id: `-(i + 1)` for the
+/// `i`-th new household (ids in the store are positive).
+fn provisional_key(i: usize) -> i64 {
+    -(i as i64) - 1
+}
+
+/// Seals every record's personal fields, split over one blocking thread per core; order kept.
+async fn seal_all(keys: Arc<PiiKeys>, records: Vec<HouseholdRecord>) -> Result<Vec<Sealed>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = records.len().div_ceil(threads).max(1);
+    let mut records = records.into_iter();
+    let mut tasks = Vec::new();
+    loop {
+        let part: Vec<HouseholdRecord> = records.by_ref().take(per).collect();
+        if part.is_empty() {
+            break;
+        }
+        let keys = keys.clone();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            part.into_iter()
+                .map(|r| seal(&keys, r))
+                .collect::<Vec<Sealed>>()
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.extend(
+            t.await
+                .map_err(|e| RegistryError::Corrupt(format!("sealing failed: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+fn seal(k: &PiiKeys, rec: HouseholdRecord) -> Sealed {
+    let msisdn = rec.msisdn.as_ref().map(|m| m.as_str().to_owned());
+    Sealed {
+        head_name: k.seal(Field::HeadName, &rec.head_name),
+        msisdn: msisdn.as_deref().map(|m| k.seal(Field::Msisdn, m)),
+        msisdn_index: msisdn.as_deref().map(|m| k.blind_index(Field::Msisdn, m)),
+        national_id: rec
+            .national_id
+            .as_deref()
+            .map(|v| k.seal(Field::NationalId, v)),
+        national_id_index: rec
+            .national_id
+            .as_deref()
+            .map(|v| k.blind_index(Field::NationalId, v)),
+        biometric_ref: rec
+            .biometric_ref
+            .as_deref()
+            .map(|v| k.seal(Field::BiometricRef, v)),
+        biometric_index: rec
+            .biometric_ref
+            .as_deref()
+            .map(|v| k.blind_index(Field::BiometricRef, v)),
+        rec,
     }
 }
 

@@ -327,8 +327,38 @@ async fn import_flags_verify_and_grant() {
         )])
         .await;
     assert!(refused.unwrap_err().contains("not verified"));
+
+    // What an entitlement is never changes, a cancelled one stays cancelled, and households are
+    // neither deleted nor moved (whatever SQL is run).
+    let granted = ents[1].id;
+    let cancelled = ents[0].id;
+    for (sql, why) in [
+        (format!("UPDATE entitlements SET amount = 1 WHERE id = {granted}"), "only changes from granted to cancelled"),
+        (format!("UPDATE entitlements SET household_id = {} WHERE id = {granted}", ids[0]), "only changes from granted to cancelled"),
+        (format!("UPDATE entitlements SET status = 'granted', cancel_entry_id = NULL WHERE id = {cancelled}"), "only changes from granted to cancelled"),
+        (format!("DELETE FROM households WHERE id = {}", ids[5]), "DELETE refused"),
+        (format!("UPDATE households SET programme_id = programme_id + 1 WHERE id = {}", ids[5]), "never change"),
+    ] {
+        let err = db.raw(&[&sql]).await.expect_err(&sql);
+        assert!(err.contains(why), "{sql}: {err}");
+    }
+    assert_untouched(&reg, ids[5]).await;
     assert_books_sound(&db.ledger).await;
     db.cleanup().await;
+}
+
+/// The household's two entitlements are as the test left them: one cancelled, one granted.
+async fn assert_untouched(reg: &Registry, household: i64) {
+    let e = reg.entitlements(household).await.unwrap();
+    assert_eq!(
+        e.iter()
+            .map(|e| (e.status.as_str(), e.amount, e.household_id))
+            .collect::<Vec<_>>(),
+        [
+            ("cancelled", 50_000, household),
+            ("granted", 50_000, household)
+        ]
+    );
 }
 
 #[tokio::test]

@@ -49,8 +49,8 @@
 //!   `2024-03`, modality mpca, effective 2024-03-01: eligibility of every household, the rule,
 //!   the budget checks, and one ledger entry per household (debit the budget line's fund
 //!   account, credit the household's entitlement account, opened on first use) with its
-//!   entitlement row and audit event, all in one transaction. The rate is entitlements created
-//!   over `generate_seconds`. `generate_created` must be N (no household is withdrawn) and
+//!   entitlement row, and the run's one audit event, all in one transaction. The rate is
+//!   entitlements created over `generate_seconds`. `generate_created` must be N (no household is withdrawn) and
 //!   `generate_amount` 75,000 × N.
 //! * `regenerate_seconds`: the same call again, which must create nothing
 //!   (`regenerate_created` 0, `regenerate_already_granted` N): the idempotency path.

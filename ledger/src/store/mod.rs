@@ -697,9 +697,11 @@ async fn post_attempt<B: Backend>(
     let t_open = t0.elapsed();
     let rows = write_set(entries, digests, &planned.inserts, &ids, recorded_at)?;
     B::write(&mut tx, &rows).await?;
+    let t_rows = t0.elapsed();
     if let Some(hook) = hook {
         B::run_hook(&mut tx, hook, &planned.inserts).await?;
     }
+    let t_hook = t0.elapsed();
     // Last before the commit: appending holds the audit lock until the transaction ends.
     let events: Vec<Pending> = planned
         .inserts
@@ -716,7 +718,9 @@ async fn post_attempt<B: Backend>(
         snapshot_ms = t_snapshot.as_millis() as u64,
         plan_ms = (t_plan - t_snapshot).as_millis() as u64,
         open_ms = (t_open - t_plan).as_millis() as u64,
-        write_ms = (t_write - t_open).as_millis() as u64,
+        write_ms = (t_rows - t_open).as_millis() as u64,
+        hook_ms = (t_hook - t_rows).as_millis() as u64,
+        audit_ms = (t_write - t_hook).as_millis() as u64,
         commit_ms = (t0.elapsed() - t_write).as_millis() as u64,
         "posted batch"
     );

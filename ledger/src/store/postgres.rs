@@ -366,6 +366,12 @@ impl Backend for PgBackend {
 
     async fn write<'a>(tx: &'a mut Self::Tx, w: &'a WriteSet) -> Result<()> {
         if w.e_id.len() >= COPY_THRESHOLD {
+            // The checking triggers aggregate the whole batch (hash aggregates over the
+            // transition tables); with the default 4 MB they spill to disk above ~20,000 lines.
+            // Raised for this transaction only.
+            sqlx::query("SET LOCAL work_mem = '64MB'")
+                .execute(&mut **tx)
+                .await?;
             copy_lines(tx, w).await?;
             copy_entries(tx, w).await?;
         } else {
