@@ -338,6 +338,13 @@ async fn import_flags_verify_and_grant() {
         (format!("UPDATE entitlements SET status = 'granted', cancel_entry_id = NULL WHERE id = {cancelled}"), "only changes from granted to cancelled"),
         (format!("DELETE FROM households WHERE id = {}", ids[5]), "DELETE refused"),
         (format!("UPDATE households SET programme_id = programme_id + 1 WHERE id = {}", ids[5]), "never change"),
+        (format!(
+            "INSERT INTO entitlements (household_id, programme_id, budget_line_id, modality, cycle, tranche, amount, currency, rule_version, entry_id, created_at, created_by) \
+             SELECT {hh}, programme_id, id + 1000, 'mpca', '2024-05', 1, 5, 'XOF', 1, {uuid}, {now}, 'sql' FROM budget_lines",
+            hh = ids[5],
+            uuid = if db.is_postgres() { "'018f0000-0000-7000-8000-000000000002'::uuid" } else { "x'018f0000000070008000000000000002'" },
+            now = if db.is_postgres() { "now()" } else { "'2024-03-01T00:00:00Z'" },
+        ), "not one of the entitlement's programme"),
     ] {
         let err = db.raw(&[&sql]).await.expect_err(&sql);
         assert!(err.contains(why), "{sql}: {err}");
