@@ -69,6 +69,34 @@ pub enum Command {
     /// Deterministic test data.
     #[command(subcommand)]
     Fixtures(FixturesCommand),
+    /// Run the GSMA Mobile Money API v1.2 disbursement simulator (for tests and demos).
+    ProviderSim(ProviderSimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProviderSimArgs {
+    /// Address to listen on (port 0: any free port; the URL is printed).
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    pub listen: std::net::SocketAddr,
+    /// Seed: the same seed and the same requests give the same outcomes.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Faults as `name=rate,…` (rates 0 to 1), e.g.
+    /// `lost_response=0.2,timeout_after_commit=0.05,status_503=0.1,stuck_pending=0,reverse_later=0.01`.
+    #[arg(long, default_value = "")]
+    pub faults: String,
+    /// The one currency the simulated provider pays in.
+    #[arg(long, default_value = "XOF")]
+    pub currency: String,
+    /// Opening float, major units.
+    #[arg(long, default_value = "100000000")]
+    pub float: rust_decimal::Decimal,
+    /// Flat fee per completed payment, major units.
+    #[arg(long, default_value = "0")]
+    pub fee: rust_decimal::Decimal,
+    /// Environment variable holding the token clients must send (unset: no check).
+    #[arg(long)]
+    pub api_key_env: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

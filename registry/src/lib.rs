@@ -33,7 +33,7 @@ macro_rules! write_tx {
             $tx.commit().await?;
             out
         } else {
-            return Err($crate::RegistryError::NoBackend);
+            return Err($crate::RegistryError::NoBackend.into());
         }
     }};
 }
@@ -47,7 +47,7 @@ macro_rules! read_pool {
         } else if let Some($pool) = $ledger.sqlite_pool() {
             $body
         } else {
-            return Err($crate::RegistryError::NoBackend);
+            return Err($crate::RegistryError::NoBackend.into());
         }
     }};
 }

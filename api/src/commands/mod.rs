@@ -2,6 +2,7 @@
 
 mod audit;
 mod ledger;
+mod provider_sim;
 mod registry;
 mod serve;
 mod user;
@@ -42,6 +43,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             result
         }
         Command::Fixtures(cmd) => registry::fixtures(cmd),
+        Command::ProviderSim(args) => provider_sim::run(args).await,
         Command::Programmes(_)
         | Command::Households(_)
         | Command::Flags(_)

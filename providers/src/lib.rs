@@ -1,0 +1,5 @@
+//! Payment-provider integrations of the CVA ledger: GSMA Mobile Money API v1.2 wire types ([`gsma`]) and a deterministic disbursement simulator ([`sim`]) to test against.
+
+pub mod faults;
+pub mod gsma;
+pub mod sim;
