@@ -97,6 +97,30 @@ struct InsertRows<'a> {
     planned: &'a [Planned],
     /// The one audit event of the run (`entitlements.generate`).
     audit: &'a AuditRecord,
+    /// The budget line's fund account and planned amount: checked again inside the transaction.
+    fund: &'a str,
+    line_amount: i64,
+}
+
+/// The budget line's planned amount, checked inside the posting transaction (the check before
+/// it reads without locks). The entries debit the fund account, which the ledger locks for the
+/// transaction, so generations against one line are serialised and its debits, this run's
+/// included, are what the line has committed.
+macro_rules! check_planned {
+    ($self:ident, $conn:ident) => {{
+        let committed: Option<i64> =
+            sqlx::query_scalar("SELECT debit_total FROM accounts WHERE code = $1")
+                .bind($self.fund)
+                .fetch_optional(&mut *$conn)
+                .await?;
+        let committed = committed.unwrap_or(0);
+        if committed > $self.line_amount {
+            return Err(LedgerError::Refused(format!(
+                "budget line `{}` would be exceeded: {committed} would be committed, {} is planned",
+                $self.fund, $self.line_amount
+            )));
+        }
+    }};
 }
 
 /// Rows per multi-row INSERT on SQLite (12 parameters each, under its 32,766 limit).
@@ -129,6 +153,7 @@ impl TxHook for InsertRows<'_> {
         posted: &'a [(usize, EntryId)],
     ) -> futures::future::BoxFuture<'a, cva_ledger::Result<()>> {
         Box::pin(async move {
+            check_planned!(self, conn);
             let mut households = Vec::with_capacity(posted.len());
             let mut tranches = Vec::with_capacity(posted.len());
             let mut amounts = Vec::with_capacity(posted.len());
@@ -172,6 +197,7 @@ impl TxHook for InsertRows<'_> {
         posted: &'a [(usize, EntryId)],
     ) -> futures::future::BoxFuture<'a, cva_ledger::Result<()>> {
         Box::pin(async move {
+            check_planned!(self, conn);
             for chunk in posted.chunks(ROWS_PER_INSERT) {
                 let mut sql = String::from(
                     "INSERT INTO entitlements (household_id, programme_id, budget_line_id, modality, cycle, \
@@ -479,6 +505,8 @@ impl Registry {
             actor: &ctx.actor,
             at: crate::now(),
             planned: &planned,
+            fund: &line.account,
+            line_amount: line.amount,
         };
         let postings = self
             .ledger

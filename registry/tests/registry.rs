@@ -556,3 +556,67 @@ async fn personal_data_is_never_stored_in_plaintext() {
         db.cleanup().await;
     }
 }
+
+/// Two cycles generated at once, each within the plan alone but not together: exactly one is
+/// granted, whatever the interleaving (the check before the transaction reads without locks;
+/// the one inside it is serialised by the fund account's lock).
+#[tokio::test]
+async fn concurrent_cycles_never_exceed_the_planned_amount() {
+    let (db, reg) = setup().await;
+    let rows: Vec<String> = (1..=4)
+        .map(|n| {
+            let name = ["Ba", "Cissé", "Dicko", "Fofana"][n as usize - 1];
+            row(
+                n,
+                &format!("Chef {name}"),
+                6,
+                "ML050101",
+                "",
+                &format!("NINA{n:011}X"),
+            )
+        })
+        .collect();
+    let officer = ctx("officer");
+    reg.import_households(
+        P,
+        &file(&rows),
+        &ColumnMapping::kobo_default(),
+        false,
+        &officer,
+    )
+    .await
+    .unwrap();
+    let q = HouseholdQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    for h in reg.households(P, &q, Reveal::Full).await.unwrap() {
+        reg.set_status(h.id, StatusAction::Verify, None, &ctx("checker"))
+            .await
+            .unwrap();
+    }
+    reg.fund_budget_line(P, "mpca", "5000000", "T1", date(), &ctx("finance"))
+        .await
+        .unwrap();
+    // 4 households × 2 tranches × 75,000 = 600,000 per cycle; the plan is 1,000,000.
+    let (a, b) = tokio::join!(
+        reg.generate_entitlements(P, "2024-03", Modality::Mpca, date(), &officer),
+        reg.generate_entitlements(P, "2024-04", Modality::Mpca, date(), &officer),
+    );
+    let granted: Vec<_> = [&a, &b].into_iter().filter(|r| r.is_ok()).collect();
+    assert_eq!(granted.len(), 1, "{a:?} / {b:?}");
+    let refused = if a.is_err() { a } else { b }.unwrap_err();
+    assert!(
+        refused.to_string().contains("would be exceeded"),
+        "{refused}"
+    );
+    let fund = db
+        .ledger
+        .account(&cva_ledger::account::AccountCode::parse(&format!("funds:{P}:mpca")).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fund.debits, 600_000);
+    assert_books_sound(&db.ledger).await;
+    db.cleanup().await;
+}
