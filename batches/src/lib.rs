@@ -241,6 +241,7 @@ impl Batches {
                 .push((ent, hh, amount, fee));
         }
         let filters_json = serde_json::to_string(filters).unwrap_or_default();
+        let is_pg = self.registry.ledger().pg_pool().is_some();
         let at = now();
         let mut ids = Vec::new();
         write_tx!(self.registry.ledger(), |tx| {
@@ -270,19 +271,19 @@ impl Batches {
                     .bind(at)
                     .fetch_one(&mut *tx)
                     .await?;
-                    for l in chunk {
-                        sqlx::query(
-                            "INSERT INTO batch_lines (batch_id, entitlement_id, household_id, amount, fee) \
-                             VALUES ($1, $2, $3, $4, $5)",
-                        )
-                        .bind(id)
-                        .bind(l.0)
-                        .bind(l.1)
-                        .bind(l.2)
-                        .bind(l.3)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| live_conflict(e, l.0))?;
+                    // Five parameters a row: 1,000 rows a statement stays under SQLite's limit.
+                    for rows in chunk.chunks(1000) {
+                        let mut sql = String::from(
+                            "INSERT INTO batch_lines (batch_id, entitlement_id, household_id, amount, fee) VALUES ",
+                        );
+                        sql.push_str(&cva_registry::values_list(rows.len(), 5, is_pg));
+                        let mut q = sqlx::query(&sql);
+                        for l in rows {
+                            q = q.bind(id).bind(l.0).bind(l.1).bind(l.2).bind(l.3);
+                        }
+                        q.execute(&mut *tx)
+                            .await
+                            .map_err(|e| live_conflict(e, id))?;
                     }
                     let rec = AuditRecord::new(
                         ctx,
@@ -739,11 +740,12 @@ impl cva_ledger::store::TxHook for ReleaseRows<'_> {
     }
 }
 
-/// A live line for the same entitlement already exists: another batch took it meanwhile.
-fn live_conflict(e: sqlx::Error, entitlement: i64) -> RegistryError {
+/// A live line for one of the batch's entitlements already exists: another batch took it
+/// meanwhile.
+fn live_conflict(e: sqlx::Error, batch: i64) -> RegistryError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => RegistryError::Conflict(format!(
-            "entitlement {entitlement} is already in a live payment"
+            "an entitlement of batch {batch} is already in a live payment (another batch took it meanwhile); nothing was created"
         )),
         _ => RegistryError::Database(e),
     }

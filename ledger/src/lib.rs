@@ -16,6 +16,7 @@ pub mod entry;
 pub mod error;
 pub mod export;
 pub mod money;
+pub mod parallel;
 pub mod posting;
 pub mod scope;
 pub mod store;

@@ -244,34 +244,9 @@ impl EntryShape<'_> {
     /// The ledger entries of the planned entitlements, in order; built on one thread per core
     /// (a cycle is 100,000 entries, each with its own strings and metadata).
     fn entries(&self, planned: &[Planned]) -> Result<Vec<NewEntry>> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(planned.len() / 10_000)
-            .max(1);
-        let per = planned.len().div_ceil(threads).max(1);
-        let parts: Vec<Result<Vec<NewEntry>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = planned
-                .chunks(per)
-                .map(|part| {
-                    (
-                        part,
-                        scope.spawn(move || part.iter().map(|e| self.entry(e)).collect()),
-                    )
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(part, h)| {
-                    h.join()
-                        .unwrap_or_else(|_| part.iter().map(|e| self.entry(e)).collect())
-                })
-                .collect()
-        });
-        let mut out = Vec::with_capacity(planned.len());
-        for part in parts {
-            out.extend(part?);
-        }
-        Ok(out)
+        cva_ledger::parallel::map_ordered(planned, 10_000, |e| self.entry(e))
+            .into_iter()
+            .collect()
     }
 
     fn entry(&self, e: &Planned) -> Result<NewEntry> {

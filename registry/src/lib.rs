@@ -95,7 +95,7 @@ impl Registry {
 /// `rows` groups of `cols` placeholders for a multi-row `VALUES` list: `$1, $2, …` on
 /// PostgreSQL; on SQLite plain `?` (bound by position), because SQLite resolves numbered
 /// parameters by name, which costs quadratic time in a statement with thousands of them.
-pub(crate) fn values_list(rows: usize, cols: usize, postgres: bool) -> String {
+pub fn values_list(rows: usize, cols: usize, postgres: bool) -> String {
     let mut sql = String::with_capacity(rows * cols * 7);
     let mut n = 0;
     for r in 0..rows {

@@ -634,41 +634,10 @@ impl Ledger {
     }
 }
 
-/// Each entry's content digest (canonical JSON, SHA-256). Large batches are split over the
-/// cores: for 100,000 entries this is a few hundred milliseconds of CPU.
+/// Each entry's content digest (canonical JSON, SHA-256), on all cores for large batches (for
+/// 100,000 entries this is a few hundred milliseconds of CPU).
 fn content_digests(entries: &[NewEntry]) -> Vec<[u8; 32]> {
-    const PER_THREAD_MIN: usize = 10_000;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(entries.len() / PER_THREAD_MIN)
-        .max(1);
-    if threads == 1 {
-        return entries.iter().map(NewEntry::content_digest).collect();
-    }
-    let per = entries.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = entries
-            .chunks(per)
-            .map(|part| {
-                let handle = scope.spawn(move || {
-                    part.iter()
-                        .map(NewEntry::content_digest)
-                        .collect::<Vec<_>>()
-                });
-                (part, handle)
-            })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|(part, handle)| {
-                // A digest cannot panic short of a bug; if a thread did, its part is computed
-                // again here, so the result always has one digest per entry, in order.
-                handle
-                    .join()
-                    .unwrap_or_else(|_| part.iter().map(NewEntry::content_digest).collect())
-            })
-            .collect()
-    })
+    crate::parallel::map_ordered(entries, 10_000, NewEntry::content_digest)
 }
 
 async fn post_attempt<B: Backend>(
