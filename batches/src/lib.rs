@@ -21,7 +21,11 @@
 //! registry's ([`RegistryError`]): they name the batch, step and person's role, never
 //! personal data.
 
+pub mod float;
+pub mod mmapi;
+pub mod outcomes;
 pub mod provider;
+pub mod send;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,7 +35,10 @@ use cva_ledger::audit::{AuditConn, AuditContext, AuditRecord};
 use cva_registry::{read_pool, write_tx, Registry, RegistryError};
 use serde::Serialize;
 
+pub use float::FloatView;
+pub use outcomes::{Applied, LineOutcome, Outcome};
 pub use provider::{PaymentsConfig, Provider};
+pub use send::{AttemptView, SendOptions, SendReport};
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
@@ -52,7 +59,7 @@ pub struct Filters {
     pub region: Option<String>,
     /// Only this provider's households.
     pub provider: Option<String>,
-    /// Most lines per batch (default and upper limit 10,000).
+    /// Most lines per batch (default 10,000, at most 100,000).
     pub max_lines: Option<usize>,
 }
 
@@ -109,15 +116,36 @@ pub struct BatchView {
     pub authorisations_required: Option<i32>,
     pub releases_required: Option<i32>,
     pub prepared_by: String,
+    /// The batch whose failed lines this one re-issues.
+    pub follow_up_of: Option<i64>,
     /// (step, person) in the order they signed.
     pub signoffs: Vec<(String, String)>,
     pub created_at: DateTime<Utc>,
 }
 
-/// Most lines in one batch.
-pub const MAX_LINES: usize = 10_000;
+/// One line of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineView {
+    pub id: i64,
+    pub entitlement: i64,
+    pub household: i64,
+    /// Minor units.
+    pub amount: i64,
+    pub fee: i64,
+    /// pending, in_flight, completed, failed, unknown, cancelled.
+    pub status: String,
+    pub provider_transaction_id: Option<String>,
+    pub failure_code: Option<String>,
+    /// Who resolved the line: provider, file or statement.
+    pub resolved_by: Option<String>,
+}
 
-fn now() -> DateTime<Utc> {
+/// Most lines in one batch.
+pub const MAX_LINES: usize = 100_000;
+/// Lines per batch when the filters do not say.
+pub const DEFAULT_MAX_LINES: usize = 10_000;
+
+pub(crate) fn now() -> DateTime<Utc> {
     cva_ledger::store::now_micros()
 }
 
@@ -171,7 +199,7 @@ impl Batches {
     /// provider. Nothing is created when nothing is due.
     pub async fn create(&self, filters: &Filters, ctx: &AuditContext) -> Result<CreationReport> {
         let programme = self.registry.programme(&filters.programme).await?;
-        let max = filters.max_lines.unwrap_or(MAX_LINES);
+        let max = filters.max_lines.unwrap_or(DEFAULT_MAX_LINES);
         if max == 0 || max > MAX_LINES {
             return Err(RegistryError::invalid(
                 "max_lines",
@@ -241,11 +269,35 @@ impl Batches {
                 .push((ent, hh, amount, fee));
         }
         let filters_json = serde_json::to_string(filters).unwrap_or_default();
+        let ids = self
+            .insert_batches(&programme, &by_provider, max, &filters_json, None, ctx)
+            .await?;
+        for id in ids {
+            report.batches.push(self.batch(id).await?);
+        }
+        Ok(report)
+    }
+
+    /// Writes draft batches (chunks of at most `max` lines per provider) in one transaction.
+    async fn insert_batches(
+        &self,
+        programme: &cva_registry::programmes::Programme,
+        by_provider: &BTreeMap<&str, Vec<(i64, i64, i64, i64)>>,
+        max: usize,
+        filters_json: &str,
+        follow_up_of: Option<i64>,
+        ctx: &AuditContext,
+    ) -> Result<Vec<i64>> {
         let is_pg = self.registry.ledger().pg_pool().is_some();
         let at = now();
         let mut ids = Vec::new();
+        let action = if follow_up_of.is_some() {
+            "batch.reissue"
+        } else {
+            "batch.create"
+        };
         write_tx!(self.registry.ledger(), |tx| {
-            for (provider, lines) in &by_provider {
+            for (provider, lines) in by_provider {
                 for chunk in lines.chunks(max) {
                     let total = chunk
                         .iter()
@@ -257,8 +309,8 @@ impl Batches {
                         .ok_or_else(|| RegistryError::invalid("batch", "fees too large"))?;
                     let id: i64 = sqlx::query_scalar(
                         "INSERT INTO batches (programme_id, provider, currency, line_count, total, fees, \
-                         filters, prepared_by, created_at, status_changed_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+                         filters, prepared_by, created_at, status_changed_at, follow_up_of) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) RETURNING id",
                     )
                     .bind(programme.id)
                     .bind(*provider)
@@ -266,9 +318,10 @@ impl Batches {
                     .bind(chunk.len() as i64)
                     .bind(total)
                     .bind(fees)
-                    .bind(&filters_json)
+                    .bind(filters_json)
                     .bind(&ctx.actor)
                     .bind(at)
+                    .bind(follow_up_of)
                     .fetch_one(&mut *tx)
                     .await?;
                     // Five parameters a row: 1,000 rows a statement stays under SQLite's limit.
@@ -287,12 +340,13 @@ impl Batches {
                     }
                     let rec = AuditRecord::new(
                         ctx,
-                        "batch.create",
+                        action,
                         "batch",
                         id.to_string(),
                         serde_json::json!({
                             "programme": programme.code.as_str(), "provider": provider,
                             "lines": chunk.len(), "total": total, "fees": fees,
+                            "follow_up_of": follow_up_of,
                             "entitlements": chunk.iter().map(|l| l.0).collect::<Vec<_>>(),
                         }),
                     );
@@ -301,10 +355,7 @@ impl Batches {
                 }
             }
         });
-        for id in ids {
-            report.batches.push(self.batch(id).await?);
-        }
-        Ok(report)
+        Ok(ids)
     }
 
     /// One batch with its sign-offs.
@@ -323,6 +374,7 @@ impl Batches {
             Option<i32>,
             String,
             DateTime<Utc>,
+            Option<i64>,
         );
         let (row, signoffs): (Option<Row>, Vec<(String, String)>) = read_pool!(
             self.registry.ledger(),
@@ -330,7 +382,7 @@ impl Batches {
                 let row = sqlx::query_as(
                     "SELECT b.id, p.code, b.provider, b.currency, b.status, CAST(b.line_count AS BIGINT), b.total, b.fees, \
                      CAST(b.approvals_required AS INTEGER), CAST(b.authorisations_required AS INTEGER), \
-                     CAST(b.releases_required AS INTEGER), b.prepared_by, b.created_at \
+                     CAST(b.releases_required AS INTEGER), b.prepared_by, b.created_at, b.follow_up_of \
                      FROM batches b JOIN programmes p ON p.id = b.programme_id WHERE b.id = $1",
                 )
                 .bind(id)
@@ -359,6 +411,7 @@ impl Batches {
             authorisations_required: r.9,
             releases_required: r.10,
             prepared_by: r.11,
+            follow_up_of: r.13,
             signoffs,
             created_at: r.12,
         })
@@ -602,6 +655,92 @@ impl Batches {
                 other => RegistryError::Ledger(other),
             })?;
         self.batch(b.id).await
+    }
+
+    /// The lines of a batch (no personal data: the household is its id).
+    pub async fn lines(&self, id: i64) -> Result<Vec<LineView>> {
+        type Row = (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = read_pool!(self.registry.ledger(), |pool| {
+            sqlx::query_as(
+                "SELECT id, entitlement_id, household_id, amount, fee, status, provider_transaction_id, \
+                 failure_code, resolved_by FROM batch_lines WHERE batch_id = $1 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|r| LineView {
+                id: r.0,
+                entitlement: r.1,
+                household: r.2,
+                amount: r.3,
+                fee: r.4,
+                status: r.5,
+                provider_transaction_id: r.6,
+                failure_code: r.7,
+                resolved_by: r.8,
+            })
+            .collect())
+    }
+
+    /// A follow-up batch (a draft linked to `id`) for the failed lines of batch `id` whose
+    /// entitlement is still granted and in no live payment; each for its entitlement's amount,
+    /// so never beyond it. Refused when there is nothing to re-issue.
+    pub async fn reissue(&self, id: i64, ctx: &AuditContext) -> Result<BatchView> {
+        let b = self.batch(id).await?;
+        let provider = self.provider_of(&b)?.clone();
+        let rows: Vec<(i64, i64, i64)> = read_pool!(self.registry.ledger(), |pool| {
+            sqlx::query_as(
+                "SELECT DISTINCT e.id, e.household_id, e.amount FROM batch_lines l \
+                 JOIN entitlements e ON e.id = l.entitlement_id \
+                 WHERE l.batch_id = $1 AND l.status = 'failed' AND e.status = 'granted' \
+                 AND NOT EXISTS (SELECT 1 FROM batch_lines o WHERE o.entitlement_id = e.id \
+                   AND o.status IN ('pending', 'in_flight', 'completed', 'unknown')) \
+                 ORDER BY e.id",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?
+        });
+        if rows.is_empty() {
+            return Err(RegistryError::Conflict(format!(
+                "batch {id} has no failed line left to re-issue"
+            )));
+        }
+        let mut lines = Vec::with_capacity(rows.len());
+        for (ent, hh, amount) in rows {
+            let fee = provider.fee_minor(amount).ok_or_else(|| {
+                RegistryError::invalid(
+                    "fees",
+                    format!("provider `{}`: fee overflows", provider.name),
+                )
+            })?;
+            lines.push((ent, hh, amount, fee));
+        }
+        let programme = self.registry.programme(&b.programme).await?;
+        let mut by_provider = BTreeMap::new();
+        by_provider.insert(provider.name.as_str(), lines);
+        let filters = serde_json::json!({"follow_up_of": id}).to_string();
+        let ids = self
+            .insert_batches(&programme, &by_provider, MAX_LINES, &filters, Some(id), ctx)
+            .await?;
+        let first = ids
+            .first()
+            .copied()
+            .ok_or_else(|| RegistryError::Corrupt("no batch written".into()))?;
+        self.batch(first).await
     }
 
     /// Cancels a batch that has not been released: its lines are cancelled and their

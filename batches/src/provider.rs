@@ -58,6 +58,28 @@ pub struct Credentials {
     pub file: Option<String>,
 }
 
+impl Credentials {
+    /// Reads the secret from where it is referenced (environment variable or file; the file's
+    /// content trimmed). The error names the reference, never the secret.
+    pub fn secret(&self) -> Result<String, String> {
+        if let Some(var) = &self.env {
+            return std::env::var(var)
+                .map(|v| v.trim().to_owned())
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("environment variable `{var}` is not set or empty"));
+        }
+        if let Some(path) = &self.file {
+            return std::fs::read_to_string(path)
+                .map(|v| v.trim().to_owned())
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("secret file `{path}` cannot be read or is empty"));
+        }
+        Err("no credential reference".into())
+    }
+}
+
 /// Fee per transaction: `flat + amount × percent / 100`, at least `minimum`, rounded up to the
 /// currency's whole minor unit (the provider never charges a fraction).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -103,6 +125,18 @@ struct RawProvider {
     max_amount: Decimal,
     #[serde(default)]
     fees: FeeSchedule,
+    #[serde(default)]
+    debit_party: Option<DebitParty>,
+}
+
+/// How the provider knows the organisation's disbursement account: the GSMA `debitParty`
+/// sent with every transaction (the spec requires one), e.g. `{"key": "walletid", "value":
+/// "123"}`. Defaults to `{"key": "organisationid", "value": <provider name>}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebitParty {
+    pub key: String,
+    pub value: String,
 }
 
 /// One provider, validated.
@@ -119,6 +153,7 @@ pub struct Provider {
     pub min_minor: i64,
     pub max_minor: i64,
     pub fees: FeeSchedule,
+    pub debit_party: DebitParty,
 }
 
 impl Provider {
@@ -255,7 +290,27 @@ impl PaymentsConfig {
                     return Err(err(f(name), "cannot be negative"));
                 }
             }
+            let debit_party = match p.debit_party {
+                Some(d) => {
+                    if d.key.trim().is_empty()
+                        || d.value.trim().is_empty()
+                        || d.key.len() > 256
+                        || d.value.len() > 256
+                    {
+                        return Err(err(
+                            f("debit_party"),
+                            "give a key and a value of 1 to 256 characters",
+                        ));
+                    }
+                    d
+                }
+                None => DebitParty {
+                    key: "organisationid".into(),
+                    value: p.name.clone(),
+                },
+            };
             providers.push(Provider {
+                debit_party,
                 name: p.name,
                 adapter: p.adapter,
                 base_url: p.base_url,

@@ -39,6 +39,10 @@ pub enum RegistryError {
     Corrupt(String),
     #[error("no database backend")]
     NoBackend,
+    /// A payment provider could not be reached, or refused in a way no retry fixes (e.g.
+    /// credentials). Says which provider and what it answered; never a secret.
+    #[error("provider: {0}")]
+    Provider(String),
 }
 
 impl RegistryError {

@@ -90,6 +90,12 @@ impl Registry {
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
+
+    /// Opens a sealed phone number (as stored in `households.msisdn`) for a payment request.
+    /// Only payment adapters call this; the number goes to the provider and nowhere else.
+    pub fn open_msisdn(&self, sealed: &str) -> Result<String> {
+        Ok(self.keys.open(cva_households::pii::Field::Msisdn, sealed)?)
+    }
 }
 
 /// `rows` groups of `cols` placeholders for a multi-row `VALUES` list: `$1, $2, …` on

@@ -33,6 +33,11 @@ pub enum ApiError {
     TooLarge,
     /// 429
     Throttled(u64),
+    /// 502: a payment provider could not be reached or refused the request.
+    BadGateway(String),
+    /// 503 with its own problem type: the server lacks what this needs (e.g. payments
+    /// configuration).
+    Unavailable(&'static str, String),
     /// 500: the detail is logged, never sent.
     Internal(String),
 }
@@ -104,6 +109,18 @@ impl ApiError {
                 "throttled",
                 "Too many requests",
                 format!("too many failed logins; retry in {s} s"),
+            ),
+            ApiError::BadGateway(d) => (
+                StatusCode::BAD_GATEWAY,
+                "provider",
+                "Payment provider error",
+                d.clone(),
+            ),
+            ApiError::Unavailable(t, d) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                t,
+                "Service unavailable",
+                d.clone(),
             ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -247,6 +264,7 @@ impl From<RegistryError> for ApiError {
                 ApiError::BadRows(detail, listed)
             }
             R::Ledger(l) => l.into(),
+            R::Provider(d) => ApiError::BadGateway(d),
             // Storage and key failures: logged (their messages name no personal data), never
             // sent.
             R::Database(d) => ApiError::Internal(format!("registry storage: {d}")),
