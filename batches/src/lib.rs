@@ -21,6 +21,7 @@
 //! registry's ([`RegistryError`]): they name the batch, step and person's role, never
 //! personal data.
 
+pub mod file;
 pub mod float;
 pub mod mmapi;
 pub mod outcomes;
@@ -35,6 +36,7 @@ use cva_ledger::audit::{AuditConn, AuditContext, AuditRecord};
 use cva_registry::{read_pool, write_tx, Registry, RegistryError};
 use serde::Serialize;
 
+pub use file::FileExport;
 pub use float::FloatView;
 pub use outcomes::{Applied, LineOutcome, Outcome};
 pub use provider::{PaymentsConfig, Provider};

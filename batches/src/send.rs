@@ -528,7 +528,7 @@ impl Batches {
             let msisdn = self.registry.open_msisdn(&sealed)?;
             transactions.push(Transaction {
                 transaction_type: "disbursement".into(),
-                amount: Decimal::new(amount, exponent).to_string(),
+                amount: Decimal::new(amount, exponent).normalize().to_string(),
                 currency: provider.currency.code().to_owned(),
                 credit_party: vec![Party::msisdn(msisdn)],
                 debit_party: Some(vec![Party {

@@ -15,7 +15,13 @@ use rust_decimal::Decimal;
 /// | `timeout_after_commit` | accepted and processed, but the 202 comes after `SimConfig::response_delay` |
 /// | `stuck_pending` | accepted, but the batch is never processed (request state stays `pending`) |
 /// | `reverse_later` | each completed transaction is reversed after `SimConfig::reversal_delay` |
-/// | `duplicate_callback` | accepted for compatibility and ignored: the simulator has no callbacks (polling only) |
+/// | `duplicate_callback` | the batch's callback (`X-Callback-URL`) is delivered twice |
+/// | `dropped_callback` | the batch's callback is never delivered (polling still works) |
+/// | `out_of_order_callback` | the batch's callback is held back and delivered right after the next batch's callback (so consecutive callbacks arrive swapped), or after `SimConfig::callback_hold` if no other callback comes first |
+///
+/// The three callback faults are drawn per accepted batch (see the `sim` module docs) and
+/// only matter for batches posted with `X-Callback-URL`; `dropped_callback` wins over the
+/// other two.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Faults {
     /// Rate of 500 answers to accepted batches.
@@ -24,12 +30,16 @@ pub struct Faults {
     pub timeout_after_commit: Decimal,
     /// Rate of 503 answers (nothing recorded).
     pub status_503: Decimal,
-    /// Ignored (no callbacks).
+    /// Rate of batch callbacks delivered twice.
     pub duplicate_callback: Decimal,
     /// Rate of batches that never get processed.
     pub stuck_pending: Decimal,
     /// Rate of completed transactions reversed later.
     pub reverse_later: Decimal,
+    /// Rate of batch callbacks never delivered.
+    pub dropped_callback: Decimal,
+    /// Rate of batch callbacks delivered after the next batch's.
+    pub out_of_order_callback: Decimal,
 }
 
 /// Why a fault spec was refused; each variant names the offending item.
@@ -42,7 +52,7 @@ pub enum FaultSpecError {
         item: String,
     },
     /// The name is not one of the known faults.
-    #[error("unknown fault `{name}` in `{item}` (known: lost_response, timeout_after_commit, status_503, duplicate_callback, stuck_pending, reverse_later)")]
+    #[error("unknown fault `{name}` in `{item}` (known: lost_response, timeout_after_commit, status_503, duplicate_callback, stuck_pending, reverse_later, dropped_callback, out_of_order_callback)")]
     UnknownFault {
         /// The name.
         name: String,
@@ -71,13 +81,15 @@ pub enum FaultSpecError {
     },
 }
 
-const NAMES: [&str; 6] = [
+const NAMES: [&str; 8] = [
     "lost_response",
     "timeout_after_commit",
     "status_503",
     "duplicate_callback",
     "stuck_pending",
     "reverse_later",
+    "dropped_callback",
+    "out_of_order_callback",
 ];
 
 impl Faults {
@@ -138,11 +150,13 @@ impl Faults {
             2 => &mut self.status_503,
             3 => &mut self.duplicate_callback,
             4 => &mut self.stuck_pending,
-            _ => &mut self.reverse_later,
+            5 => &mut self.reverse_later,
+            6 => &mut self.dropped_callback,
+            _ => &mut self.out_of_order_callback,
         }
     }
 
-    fn rates(&self) -> [Decimal; 6] {
+    fn rates(&self) -> [Decimal; NAMES.len()] {
         [
             self.lost_response,
             self.timeout_after_commit,
@@ -150,6 +164,8 @@ impl Faults {
             self.duplicate_callback,
             self.stuck_pending,
             self.reverse_later,
+            self.dropped_callback,
+            self.out_of_order_callback,
         ]
     }
 }
@@ -204,6 +220,12 @@ mod tests {
     #[test]
     fn display_round_trips() {
         let f = Faults::parse("lost_response=0.2,reverse_later=0.01").unwrap();
+        assert_eq!(Faults::parse(&f.to_string()).unwrap(), f);
+        let f =
+            Faults::parse("duplicate_callback=0.5,dropped_callback=0.25,out_of_order_callback=1")
+                .unwrap();
+        assert_eq!(f.dropped_callback, Decimal::from_str("0.25").unwrap());
+        assert_eq!(f.out_of_order_callback, Decimal::ONE);
         assert_eq!(Faults::parse(&f.to_string()).unwrap(), f);
     }
 }

@@ -151,14 +151,17 @@ pub struct Transaction {
     /// Harmonised type; the simulator accepts only `disbursement`.
     #[serde(rename = "type")]
     pub transaction_type: String,
-    /// Amount as a decimal string, e.g. `"65000"` or `"65000.00"`.
+    /// Amount as a decimal string, e.g. `"65000"` or `"12500.5"`: the spec's pattern allows
+    /// at most 4 decimals and no trailing fraction zeros (`"65000.00"` is invalid; use
+    /// `Decimal::normalize` before `to_string`).
     pub amount: String,
     /// ISO 4217 code, e.g. `XOF`.
     pub currency: String,
     /// The payee; the simulator needs an `msisdn` item.
     #[serde(default)]
     pub credit_party: Vec<Party>,
-    /// The payer (optional here; the provider knows the organisation's wallet).
+    /// The payer. The spec's `requestTransaction` requires it (the simulator's spec
+    /// validation refuses a batch without it); optional here only so lenient answers parse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debit_party: Option<Vec<Party>>,
     /// Our reference (the ledger's line id), echoed in completions and rejections.
@@ -229,7 +232,7 @@ pub struct RequestState {
     pub server_correlation_id: String,
     /// `pending`, `completed` or `failed`.
     pub status: RequestStatus,
-    /// `polling` for the simulator.
+    /// `callback` when the request carried `X-Callback-URL`, else `polling`.
     pub notification_method: NotificationMethod,
     /// The batch id.
     #[serde(default, skip_serializing_if = "Option::is_none")]

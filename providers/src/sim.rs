@@ -7,7 +7,7 @@
 //!
 //! | method and path | answer |
 //! | --- | --- |
-//! | `POST /batchtransactions` | 202 [`RequestState`](crate::gsma::RequestState) (`pending`, `polling`, `objectReference` = batch id) |
+//! | `POST /batchtransactions` | 202 [`RequestState`](crate::gsma::RequestState) (`pending`, `polling` — `callback` with `X-Callback-URL` —, `objectReference` = batch id) |
 //! | `GET /requeststates/{serverCorrelationId}` | `pending` until the batch is processed, then `completed` |
 //! | `GET /batchtransactions/{batchId}` | [`BatchTransaction`](crate::gsma::BatchTransaction) |
 //! | `GET /batchtransactions/{batchId}/completions?offset&limit` | [`Completion`](crate::gsma::Completion) list, `X-Records-Available-Count` / `X-Records-Returned-Count` headers |
@@ -17,15 +17,38 @@
 //! | `GET /heartbeat` | `{"serviceStatus": "available" \| "degraded" \| "unavailable"}` |
 //!
 //! Every answer carries an `X-Date` header. Errors are GSMA error objects
-//! ([`GsmaError`]); `limit` defaults to 50, `offset` to 0.
+//! ([`GsmaError`]); `limit` defaults to 50, `offset` to 0. `POST /batchtransactions` takes
+//! bodies up to [`MAX_BODY_BYTES`] (64 MiB; 100,000 transactions are about 30 MB), larger
+//! ones get axum's plain 413.
 //!
-//! Requests (all but `/heartbeat`) must carry `Authorization: Bearer <token>` (or
-//! `X-API-Key: <token>`) when [`SimConfig::api_key`] is set, else 401 `authorisation` /
-//! `clientAuthorisationError`. `POST /batchtransactions` needs `X-CorrelationID` as a UUID:
-//! missing → 400 `validation` / `mandatoryValueNotSupplied`, not a UUID → 400 `validation` /
-//! `formatError`, both with `errorParameters: [{"key": "X-CorrelationID", ...}]`. A correlation
-//! id already accepted → 400 `businessRule` / `duplicateRequest` (the spec's category enum has
-//! no `conflict`), and the batch is not processed again. `X-Date` is accepted, not checked.
+//! `POST /batchtransactions` is checked in this order:
+//!
+//! 1. **Against the spec** when [`SimConfig::validate_requests`] is set (the default): its
+//!    headers and JSON body go through [`SpecValidator::check_request`] with the bundled spec
+//!    ([`crate::spec`], loaded once per process), before anything else — so before the
+//!    token. A body that is not JSON, or any violation → 400 `validation` / `formatError`,
+//!    `errorDescription` listing the first 5 violations (`path: rule`, then `(and N more)`),
+//!    `errorParameters` one item per listed violation: key the path
+//!    (`transactions[1].amount`, `X-CorrelationID`, …), value the offending value (the rule
+//!    when the value is missing). Nothing is recorded and no fault is drawn. Note what the
+//!    spec demands ([`crate::spec`] docs): `debitParty` on every transaction, amounts without
+//!    trailing fraction zeros (`"65000"`, not `"65000.00"`), a `type` and `currency` from its
+//!    enums; it requires no header. With validation off, the simulator's own, more lenient
+//!    parsing below is all there is.
+//! 2. `Authorization: Bearer <token>` (or `X-API-Key: <token>`) when [`SimConfig::api_key`]
+//!    is set, else 401 `authorisation` / `clientAuthorisationError` (all requests but
+//!    `/heartbeat` need it).
+//! 3. `X-CorrelationID` as a UUID: missing → 400 `validation` / `mandatoryValueNotSupplied`,
+//!    not a UUID → 400 `validation` / `formatError`, both with
+//!    `errorParameters: [{"key": "X-CorrelationID", ...}]` (with validation on, the spec's
+//!    UUID pattern catches the second case first, with the same answer).
+//! 4. The body as a [`BatchTransactionRequest`] with at least one transaction, else 400
+//!    `validation` (`formatError` / `mandatoryValueNotSupplied`).
+//! 5. A correlation id already accepted → 400 `businessRule` / `duplicateRequest` (the spec's
+//!    category enum has no `conflict`), and the batch is not processed again.
+//!
+//! `X-Date` is accepted, not required; with validation on, a present one must be a date-time
+//! (RFC 3339 or an HTTP date).
 //!
 //! # Processing
 //!
@@ -33,8 +56,9 @@
 //! background ticker or by the next request that comes after that time, whichever first.
 //! Batches are processed in the order they were accepted, transactions in request order, so
 //! the float is consumed deterministically. Each transaction is checked when parsed (type
-//! `disbursement`, currency = [`SimConfig::currency`], amount a positive decimal with at most
-//! 4 places, an `msisdn` credit party of 6–15 digits with optional `+`); failures are
+//! `disbursement` — other types of the spec's enum such as `transfer` pass validation and
+//! are rejected here —, currency = [`SimConfig::currency`], amount a positive decimal with at
+//! most 4 places, an `msisdn` credit party of 6–15 digits with optional `+`); failures are
 //! rejections counted in `rejectionCount` but not in `parsingSuccessCount`. Then, by the last
 //! four digits of the MSISDN:
 //!
@@ -54,28 +78,55 @@
 //! completions of their batch (they did complete); their status is `reversed` in
 //! `/transactions/{ref}`, in [`RunningSim::state`] and in the statement.
 //!
+//! # Callbacks
+//!
+//! A `POST /batchtransactions` with an `X-Callback-URL` header gets `notificationMethod:
+//! callback` in its request states (polling still works). When the batch has been processed
+//! (the moment its request state turns `completed`), the simulator sends the spec's
+//! `batchTransactionsSuccessEvent`: an HTTP `PUT` to that URL whose JSON body is the batch as
+//! `GET /batchtransactions/{batchId}` shows it at that moment
+//! ([`BatchTransaction`](crate::gsma::BatchTransaction), the spec's
+//! `responseBatchTransaction` via `requestBodies/updateBatchTransaction`; usually
+//! `completed`, `approved` when a `...0005` transaction stays pending), with headers `X-Date`
+//! and `X-CorrelationID` (the client's, from the POST). Later changes (reversals) send
+//! nothing, a `stuck_pending` batch never calls back, and the spec's
+//! `batchTransactionsFailureEvent` (an error object) is never sent since an accepted batch
+//! never fails as a whole. Callbacks are delivered one at a time in processing order by a
+//! background task with plain HTTP (no TLS), each `PUT` given 5 s; a failure (unreachable
+//! URL, non-2xx answer) is logged at debug and not retried.
+//!
 //! # Faults
 //!
-//! See [`Faults`]. Per accepted `POST /batchtransactions` the simulator draws, in this order,
-//! `status_503`, `lost_response`, `timeout_after_commit`, `stuck_pending` from a
-//! `ChaCha8Rng` seeded with [`SimConfig::seed`]; `reverse_later` is drawn per completed
-//! transaction from a second seeded stream. Same seed + same sequence of requests ⇒ same ids,
-//! same outcomes (requests must be sent one after another: concurrent POSTs draw in arrival
-//! order). `status_503` applies to `POST /batchtransactions` only. There are no callbacks
-//! (notification is polling only), so `duplicate_callback` is accepted and ignored; `pollLimit`
-//! is advertised, not enforced. `/heartbeat` says `unavailable` when `status_503` is 1,
+//! See [`Faults`] for the table. Per `POST /batchtransactions` that passed the checks above
+//! the simulator draws, in this order, `status_503`, `lost_response`,
+//! `timeout_after_commit`, `stuck_pending` from a `ChaCha8Rng` seeded with
+//! [`SimConfig::seed`]; `reverse_later` is drawn per completed transaction from a second
+//! seeded stream; `duplicate_callback`, `dropped_callback`, `out_of_order_callback` are drawn,
+//! in this order, per accepted batch (with or without `X-Callback-URL`, so the draws do not
+//! depend on which batches ask for callbacks) from a third seeded stream. Same seed + same
+//! sequence of requests ⇒ same ids, same outcomes, same callbacks (requests must be sent one
+//! after another: concurrent POSTs draw in arrival order). `status_503` applies to
+//! `POST /batchtransactions` only. Under `lost_response` / `timeout_after_commit` the batch
+//! is accepted, so its callback is still sent. `dropped_callback` wins over the other two
+//! callback faults; `duplicate_callback` sends the same `PUT` twice in a row;
+//! `out_of_order_callback` holds the callback back until the next batch's callback has been
+//! delivered, then sends it (two consecutive batches' callbacks arrive swapped; the
+//! overtaking one is not held itself), or sends it after [`SimConfig::callback_hold`] if no
+//! other callback comes first. `pollLimit` is
+//! advertised, not enforced. `/heartbeat` says `unavailable` when `status_503` is 1,
 //! `degraded` when any of `status_503`, `lost_response`, `timeout_after_commit`,
-//! `stuck_pending` is above 0, else `available`.
+//! `stuck_pending` is above 0, else `available` (callback faults do not count).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -85,7 +136,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -97,6 +149,17 @@ use crate::gsma::{
     NotificationMethod, Party, Rejection, RequestState, RequestStatus, ResponseObject,
     ServiceStatus, TransactionRecord,
 };
+use crate::spec::{SpecError, SpecValidator, Violation};
+
+/// Largest `POST /batchtransactions` body accepted (64 MiB: 100,000 transactions take about
+/// 30 MB). Larger bodies get axum's 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// How many violations a 400 for a request that breaks the spec lists.
+const VIOLATIONS_REPORTED: usize = 5;
+
+/// How long one callback `PUT` may take before it is given up.
+const CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Configuration of a simulator.
 #[derive(Debug, Clone)]
@@ -122,6 +185,16 @@ pub struct SimConfig {
     pub response_delay: Duration,
     /// `pollLimit` advertised in request states (default 100).
     pub poll_limit: u32,
+    /// Check every `POST /batchtransactions` (headers and body) against the bundled GSMA
+    /// spec ([`SpecValidator::bundled`]) before anything else, answering 400 when it breaks
+    /// it (default true).
+    pub validate_requests: bool,
+    /// Whether the magic MSISDN endings `0001`–`0006` drive outcomes (default true); off,
+    /// every MSISDN is an ordinary payee (benchmarks on random fixture phones).
+    pub magic_msisdns: bool,
+    /// How long an `out_of_order_callback` callback waits for a later batch's callback to
+    /// overtake it before it is delivered anyway (default 1 s).
+    pub callback_hold: Duration,
 }
 
 impl Default for SimConfig {
@@ -137,6 +210,9 @@ impl Default for SimConfig {
             reversal_delay: Duration::from_millis(20),
             response_delay: Duration::from_secs(2),
             poll_limit: 100,
+            validate_requests: true,
+            magic_msisdns: true,
+            callback_hold: Duration::from_secs(1),
         }
     }
 }
@@ -222,11 +298,23 @@ pub struct Simulator {
 
 impl Simulator {
     /// Binds `addr` (port 0 picks a free port) and serves the simulator in tokio tasks until
-    /// [`RunningSim::shutdown`] or drop.
+    /// [`RunningSim::shutdown`] or drop. Fails (`InvalidData`) only if
+    /// [`SimConfig::validate_requests`] is set and the bundled spec cannot be loaded.
     pub async fn spawn(config: SimConfig, addr: SocketAddr) -> Result<RunningSim, std::io::Error> {
+        let validator =
+            if config.validate_requests {
+                Some(bundled_validator().map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                })?)
+            } else {
+                None
+            };
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(config));
+        let hold = config.callback_hold;
+        let (callback_tx, callback_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::new(config, validator, callback_tx));
+        let callbacks = tokio::spawn(deliver_callbacks(callback_rx, hold));
         let app = router(Arc::clone(&shared));
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -255,6 +343,7 @@ impl Simulator {
             shutdown: Some(tx),
             server: Some(server),
             ticker: Some(ticker),
+            callbacks: Some(callbacks),
         })
     }
 }
@@ -270,6 +359,7 @@ pub struct RunningSim {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     ticker: Option<JoinHandle<()>>,
+    callbacks: Option<JoinHandle<()>>,
 }
 
 impl RunningSim {
@@ -336,13 +426,17 @@ impl RunningSim {
         out
     }
 
-    /// Stops serving (graceful) and the background ticker.
+    /// Stops serving (graceful), the background ticker and callback delivery (callbacks not
+    /// yet delivered are dropped).
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(ticker) = self.ticker.take() {
             ticker.abort();
+        }
+        if let Some(callbacks) = self.callbacks.take() {
+            callbacks.abort();
         }
         if let Some(server) = self.server.take() {
             let _ = server.await;
@@ -357,6 +451,9 @@ impl Drop for RunningSim {
         }
         if let Some(ticker) = self.ticker.take() {
             ticker.abort();
+        }
+        if let Some(callbacks) = self.callbacks.take() {
+            callbacks.abort();
         }
     }
 }
@@ -375,19 +472,40 @@ fn csv_field(field: &str) -> String {
 #[derive(Debug)]
 struct Shared {
     inner: Mutex<Inner>,
+    /// The bundled spec when [`SimConfig::validate_requests`] is set; used outside the lock.
+    validator: Option<Arc<SpecValidator>>,
+}
+
+/// The bundled spec, parsed once per process.
+fn bundled_validator() -> Result<Arc<SpecValidator>, SpecError> {
+    static BUNDLED: OnceLock<Arc<SpecValidator>> = OnceLock::new();
+    if let Some(v) = BUNDLED.get() {
+        return Ok(Arc::clone(v));
+    }
+    let loaded = Arc::new(SpecValidator::bundled()?);
+    Ok(Arc::clone(BUNDLED.get_or_init(|| loaded)))
 }
 
 impl Shared {
-    fn new(config: SimConfig) -> Self {
+    fn new(
+        config: SimConfig,
+        validator: Option<Arc<SpecValidator>>,
+        callbacks: mpsc::UnboundedSender<CallbackDelivery>,
+    ) -> Self {
         let request_rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mut outcome_rng = ChaCha8Rng::seed_from_u64(config.seed);
         outcome_rng.set_stream(1);
+        let mut callback_rng = ChaCha8Rng::seed_from_u64(config.seed);
+        callback_rng.set_stream(2);
         Self {
+            validator,
             inner: Mutex::new(Inner {
                 float: config.float_balance,
                 config,
                 request_rng,
                 outcome_rng,
+                callback_rng,
+                callbacks,
                 next_tx: 1,
                 batches: Vec::new(),
                 by_client: HashMap::new(),
@@ -412,6 +530,10 @@ struct Inner {
     config: SimConfig,
     request_rng: ChaCha8Rng,
     outcome_rng: ChaCha8Rng,
+    /// Draws of the callback faults, one stream so polling-only runs are unaffected.
+    callback_rng: ChaCha8Rng,
+    /// To the callback delivery task.
+    callbacks: mpsc::UnboundedSender<CallbackDelivery>,
     float: Decimal,
     next_tx: u64,
     batches: Vec<Batch>,
@@ -437,6 +559,36 @@ struct Batch {
     stuck: bool,
     processed: bool,
     txs: Vec<usize>,
+    callback: Option<CallbackPlan>,
+}
+
+/// Where and how a batch's callback goes (`X-Callback-URL` was given).
+#[derive(Debug, Clone)]
+struct CallbackPlan {
+    url: String,
+    /// The client's `X-CorrelationID`, echoed on the callback.
+    correlation_id: Uuid,
+    faults: CallbackFaults,
+}
+
+/// Callback fault decisions of one accepted batch.
+#[derive(Debug, Clone, Copy, Default)]
+struct CallbackFaults {
+    duplicate: bool,
+    dropped: bool,
+    out_of_order: bool,
+}
+
+/// One callback to deliver: `PUT url` with `body`, `times` times (2 under
+/// `duplicate_callback`).
+#[derive(Debug)]
+struct CallbackDelivery {
+    url: String,
+    correlation_id: Uuid,
+    batch_id: String,
+    body: Value,
+    times: usize,
+    out_of_order: bool,
 }
 
 #[derive(Debug)]
@@ -504,6 +656,18 @@ impl Inner {
         }
     }
 
+    /// Callback fault draws for an accepted batch: always three draws from the callback
+    /// stream, whether or not the batch has a callback URL.
+    fn decide_callback(&mut self) -> CallbackFaults {
+        let f = self.config.faults;
+        let rng = &mut self.callback_rng;
+        CallbackFaults {
+            duplicate: draw(rng, f.duplicate_callback),
+            dropped: draw(rng, f.dropped_callback),
+            out_of_order: draw(rng, f.out_of_order_callback),
+        }
+    }
+
     fn random_uuid(&mut self) -> Uuid {
         uuid::Builder::from_random_bytes(self.request_rng.gen()).into_uuid()
     }
@@ -513,6 +677,7 @@ impl Inner {
         client: Uuid,
         request: BatchTransactionRequest,
         stuck: bool,
+        callback: Option<CallbackPlan>,
         now: Instant,
     ) -> usize {
         let index = self.batches.len();
@@ -591,6 +756,7 @@ impl Inner {
             stuck,
             processed: false,
             txs: tx_ids,
+            callback,
         });
         self.by_client.insert(client, index);
         self.by_server.insert(server, index);
@@ -619,6 +785,7 @@ impl Inner {
             if !still_pending {
                 batch.completed = Some(at);
             }
+            self.queue_callback(b);
         }
         while let Some(&(due, i)) = self.reversals.front() {
             if due > now {
@@ -646,7 +813,11 @@ impl Inner {
     /// Decides one parsed transaction; returns true when it stays pending.
     fn process_tx(&mut self, i: usize, now: Instant, at: DateTime<Utc>) -> bool {
         let msisdn = self.txs[i].view.msisdn.clone().unwrap_or_default();
-        let suffix = msisdn.get(msisdn.len().saturating_sub(4)..).unwrap_or("");
+        let suffix = if self.config.magic_msisdns {
+            msisdn.get(msisdn.len().saturating_sub(4)..).unwrap_or("")
+        } else {
+            ""
+        };
         let amount = self.txs[i].view.amount.unwrap_or_default();
         let fee = self.config.fee;
         let reason = match suffix {
@@ -687,6 +858,36 @@ impl Inner {
         false
     }
 
+    /// Hands the callback of the just-processed batch `b` (if it has one and it is not
+    /// dropped) to the delivery task, with the batch as it is now.
+    fn queue_callback(&self, b: usize) {
+        let Some(plan) = &self.batches[b].callback else {
+            return;
+        };
+        if plan.faults.dropped {
+            tracing::debug!(batch = %self.batches[b].batch_id, "callback dropped (injected fault)");
+            return;
+        }
+        let body = match serde_json::to_value(self.batch_view(b)) {
+            Ok(body) => body,
+            Err(err) => {
+                tracing::debug!(%err, "cannot serialise a batch callback");
+                return;
+            }
+        };
+        let delivery = CallbackDelivery {
+            url: plan.url.clone(),
+            correlation_id: plan.correlation_id,
+            batch_id: self.batches[b].batch_id.clone(),
+            body,
+            times: if plan.faults.duplicate { 2 } else { 1 },
+            out_of_order: plan.faults.out_of_order,
+        };
+        if self.callbacks.send(delivery).is_err() {
+            tracing::debug!("callback delivery task is gone; callback not sent");
+        }
+    }
+
     fn request_state(&self, b: usize) -> RequestState {
         let batch = &self.batches[b];
         RequestState {
@@ -696,7 +897,11 @@ impl Inner {
             } else {
                 RequestStatus::Pending
             },
-            notification_method: NotificationMethod::Polling,
+            notification_method: if batch.callback.is_some() {
+                NotificationMethod::Callback
+            } else {
+                NotificationMethod::Polling
+            },
             object_reference: Some(batch.batch_id.clone()),
             pending_reason: (!batch.processed)
                 .then(|| "batch queued for processing by the provider".to_owned()),
@@ -763,7 +968,10 @@ type AppState = Arc<Shared>;
 
 fn router(shared: AppState) -> Router {
     Router::new()
-        .route("/batchtransactions", post(post_batch))
+        .route(
+            "/batchtransactions",
+            post(post_batch).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+        )
         .route("/batchtransactions/{batch_id}", get(get_batch))
         .route(
             "/batchtransactions/{batch_id}/completions",
@@ -838,7 +1046,101 @@ fn authorise(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> 
     }
 }
 
+/// The 400 for a request that breaks the spec: `validation` / `formatError`, the first
+/// [`VIOLATIONS_REPORTED`] violations as text in `errorDescription` and as
+/// `errorParameters` (key: the path; value: the offending value, or the rule when the value
+/// is missing or empty, as the spec's metadata values cannot be empty).
+fn spec_violation(violations: &[Violation]) -> Response {
+    let shown = &violations[..violations.len().min(VIOLATIONS_REPORTED)];
+    let mut description = format!(
+        "request does not conform to the GSMA MMAPI v1.2 spec: {}",
+        shown
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    if violations.len() > shown.len() {
+        let _ = write!(
+            description,
+            " (and {} more)",
+            violations.len() - shown.len()
+        );
+    }
+    let mut err = GsmaError::new("validation", "formatError", description);
+    for v in shown {
+        let value = match &v.value {
+            Some(Value::String(text)) if !text.is_empty() => text.clone(),
+            Some(Value::String(_)) | None => v.rule.clone(),
+            Some(other) => other.to_string(),
+        };
+        let value: String = value.chars().take(256).collect();
+        err = err.with_parameter(&v.path, value);
+    }
+    error(StatusCode::BAD_REQUEST, err)
+}
+
+/// Checks a `POST /batchtransactions` against the spec; `Ok` carries the parsed body.
+fn validate_post(
+    validator: &SpecValidator,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Value, Box<Response>> {
+    let pairs: Vec<(String, String)> = headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let value = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(value) => Some(value),
+            Err(err) => {
+                return Err(Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    GsmaError::new(
+                        "validation",
+                        "formatError",
+                        format!("request body is not JSON: {err}"),
+                    ),
+                )))
+            }
+        }
+    };
+    let violations = validator.check_request("POST", "/batchtransactions", &pairs, value.as_ref());
+    match value {
+        Some(value) if violations.is_empty() => Ok(value),
+        _ => Err(Box::new(spec_violation(&violations))),
+    }
+}
+
 async fn post_batch(State(shared): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let validated = match &shared.validator {
+        Some(validator) => {
+            // Parsing and checking a large batch takes a while: off the async workers.
+            let (validator, headers, body) = (Arc::clone(validator), headers.clone(), body.clone());
+            let checked =
+                tokio::task::spawn_blocking(move || validate_post(&validator, &headers, &body))
+                    .await;
+            match checked {
+                Ok(Ok(value)) => Some(value),
+                Ok(Err(response)) => return *response,
+                Err(err) => {
+                    tracing::warn!(%err, "request validation task failed");
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        GsmaError::new("internal", "genericError", "request validation failed"),
+                    );
+                }
+            }
+        }
+        None => None,
+    };
     if let Err(response) = authorise(&shared, &headers) {
         return *response;
     }
@@ -851,7 +1153,7 @@ async fn post_batch(State(shared): State<AppState>, headers: HeaderMap, body: By
                     "mandatoryValueNotSupplied",
                     "X-CorrelationID header is required",
                 )
-                .with_parameter("X-CorrelationID", ""),
+                .with_parameter("X-CorrelationID", "missing"),
             )
         }
         Some(value) => {
@@ -872,7 +1174,11 @@ async fn post_batch(State(shared): State<AppState>, headers: HeaderMap, body: By
             }
         }
     };
-    let request: BatchTransactionRequest = match serde_json::from_slice(&body) {
+    let parsed = match validated {
+        Some(value) => serde_json::from_value(value),
+        None => serde_json::from_slice(&body),
+    };
+    let request: BatchTransactionRequest = match parsed {
         Ok(r) => r,
         Err(err) => {
             return error(
@@ -885,6 +1191,10 @@ async fn post_batch(State(shared): State<AppState>, headers: HeaderMap, body: By
             )
         }
     };
+    let callback_url = headers
+        .get("x-callback-url")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
+        .filter(|url| !url.is_empty());
     if request.transactions.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -922,7 +1232,13 @@ async fn post_batch(State(shared): State<AppState>, headers: HeaderMap, body: By
                 ),
             );
         }
-        let b = inner.accept(client, request, decisions.stuck_pending, now);
+        let callback_faults = inner.decide_callback();
+        let callback = callback_url.map(|url| CallbackPlan {
+            url,
+            correlation_id: client,
+            faults: callback_faults,
+        });
+        let b = inner.accept(client, request, decisions.stuck_pending, callback, now);
         (
             inner.request_state(b),
             decisions,
@@ -1153,4 +1469,83 @@ async fn heartbeat(State(shared): State<AppState>) -> Response {
         service_status: status,
     })
     .into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Callbacks
+
+/// Delivers batch callbacks one after another, in the order batches were processed, except
+/// that an `out_of_order` one is held until the next callback has been delivered (or `hold`
+/// has passed). Failures are logged at debug and not retried.
+async fn deliver_callbacks(mut rx: mpsc::UnboundedReceiver<CallbackDelivery>, hold: Duration) {
+    let client = match reqwest::Client::builder().timeout(CALLBACK_TIMEOUT).build() {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::warn!(%err, "cannot build the callback HTTP client; callbacks are off");
+            return;
+        }
+    };
+    let mut held: Option<(CallbackDelivery, Instant)> = None;
+    loop {
+        // Some(Some(next)), Some(None): the hold ran out, None: the channel is closed.
+        let event = match &held {
+            Some((_, until)) => tokio::select! {
+                next = rx.recv() => next.map(Some),
+                () = tokio::time::sleep_until(*until) => Some(None),
+            },
+            None => rx.recv().await.map(Some),
+        };
+        match event {
+            None => {
+                if let Some((late, _)) = held.take() {
+                    send_callback(&client, &late).await;
+                }
+                return;
+            }
+            Some(None) => {
+                if let Some((late, _)) = held.take() {
+                    send_callback(&client, &late).await;
+                }
+            }
+            Some(Some(next)) => {
+                if let Some((late, _)) = held.take() {
+                    send_callback(&client, &next).await;
+                    send_callback(&client, &late).await;
+                } else if next.out_of_order {
+                    held = Some((next, Instant::now() + hold));
+                } else {
+                    send_callback(&client, &next).await;
+                }
+            }
+        }
+    }
+}
+
+/// `PUT`s one callback (`times` times): the batch as JSON, `X-Date` now and the client's
+/// `X-CorrelationID`.
+async fn send_callback(client: &reqwest::Client, delivery: &CallbackDelivery) {
+    for _ in 0..delivery.times {
+        let result = client
+            .put(&delivery.url)
+            .header("X-Date", Utc::now().to_rfc3339())
+            .header("X-CorrelationID", delivery.correlation_id.to_string())
+            .json(&delivery.body)
+            .send()
+            .await;
+        match result {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => tracing::debug!(
+                url = %delivery.url,
+                batch = %delivery.batch_id,
+                status = %response.status(),
+                "callback refused by the client"
+            ),
+            Err(err) => tracing::debug!(
+                url = %delivery.url,
+                batch = %delivery.batch_id,
+                %err,
+                "callback delivery failed"
+            ),
+        }
+    }
 }

@@ -1,16 +1,18 @@
-//! Integration tests of the GSMA MMAPI disbursement simulator over real loopback HTTP: batch lifecycle, paging, magic MSISDNs, float, faults, determinism, error parsing and the statement CSV.
+//! Integration tests of the GSMA MMAPI disbursement simulator over real loopback HTTP: batch lifecycle, paging, magic MSISDNs, float, faults, determinism, error parsing, the statement CSV, spec validation of requests, large batches and callbacks.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cva_providers::faults::FaultSpecError;
 use cva_providers::gsma::{
-    parse_error, rejection_code, BatchStatus, BatchTransaction, Completion, Rejection,
-    RequestState, RequestStatus, ResponseObject,
+    parse_error, rejection_code, BatchStatus, BatchTransaction, Completion, NotificationMethod,
+    Rejection, RequestState, RequestStatus, ResponseObject,
 };
 use cva_providers::sim::{Faults, RunningSim, SimConfig, Simulator, TxStatus};
+use cva_providers::spec::SpecValidator;
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
@@ -50,6 +52,8 @@ fn tx(reference: &str, msisdn: &str, amount: &str) -> Value {
         "amount": amount,
         "currency": "XOF",
         "creditParty": [{"key": "msisdn", "value": msisdn}],
+        // The spec's requestTransaction requires a debit party.
+        "debitParty": [{"key": "walletid", "value": "cva-disbursement-float"}],
         "requestingOrganisationTransactionReference": reference,
     })
 }
@@ -98,6 +102,17 @@ impl Http {
     }
 
     async fn post(&self, token: Option<&str>, correlation: Option<&str>, body: &Value) -> Answer {
+        self.post_with(token, correlation, &[], body).await
+    }
+
+    /// [`Http::post`] with extra headers.
+    async fn post_with(
+        &self,
+        token: Option<&str>,
+        correlation: Option<&str>,
+        extra: &[(&str, &str)],
+        body: &Value,
+    ) -> Answer {
         let mut request = self
             .client
             .post(format!("{}/batchtransactions", self.base))
@@ -109,6 +124,9 @@ impl Http {
         }
         if let Some(correlation) = correlation {
             request = request.header("X-CorrelationID", correlation);
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
         }
         self.send(request).await
     }
@@ -190,7 +208,8 @@ async fn batch_lifecycle_with_magic_msisdns_and_paging() {
     let body = batch(vec![
         tx("L-ok1", "+22370120010", "65000"),
         tx("L-0001", "+22370120001", "65000"),
-        tx("L-ok2", "+22370120020", "65000.00"),
+        // Not "65000.00": the spec's amount pattern forbids trailing zeros.
+        tx("L-ok2", "+22370120020", "65000"),
         tx("L-0002", "+22370120002", "65000"),
         tx("L-0003", "+22370120003", "65000"),
         tx("L-ok3", "+22370120030", "12500.5"),
@@ -740,7 +759,7 @@ async fn statement_csv_balances() {
     let http = Http::new(&sim);
     let body = batch(vec![
         tx("C-1", "+22370121111", "65000"),
-        tx("C-2", "+22370122222", "65000.00"),
+        tx("C-2", "+22370122222", "65000"),
         tx("C-3", "+22370120002", "1000"),
         tx("C-4", "+22370120006", "30000"),
         tx("C-5", "+22370123333", "1234.5"),
@@ -790,4 +809,494 @@ async fn statement_csv_balances() {
         !rows.iter().any(|r| r[1] == "C-3"),
         "rejected rows are not on the statement"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Spec validation of requests
+
+#[tokio::test]
+async fn requests_breaking_the_spec_get_400_naming_the_field() {
+    let sim = spawn(config(31, "1000000")).await;
+    let http = Http::new(&sim);
+    let spec = SpecValidator::bundled().unwrap();
+
+    let mut no_credit = tx("V-2", "+22370121111", "500");
+    no_credit.as_object_mut().unwrap().remove("creditParty");
+    let mut payout = tx("V-3", "+22370121111", "500");
+    payout["type"] = json!("payout");
+    let cases = [
+        (
+            tx("V-1", "+22370121111", "65000.00"),
+            "transactions[0].amount",
+            "65000.00",
+        ),
+        (
+            no_credit,
+            "transactions[0].creditParty",
+            "required property is missing",
+        ),
+        (payout, "transactions[0].type", "payout"),
+    ];
+    for (n, (transaction, path, value)) in cases.into_iter().enumerate() {
+        let body = batch(vec![tx("V-ok", "+22370122222", "1"), transaction]);
+        let path = path.replace("[0]", "[1]");
+        let answer = http
+            .post(Some(TOKEN), Some(&corr(300 + n as u32)), &body)
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(answer.headers.contains_key("x-date"));
+        let err = parse_error(&answer.body).unwrap();
+        assert_eq!(err.error_category, "validation");
+        assert_eq!(err.error_code, "formatError");
+        assert_eq!(err.error_parameters.len(), 1, "{err:?}");
+        assert_eq!(err.error_parameters[0].key, path);
+        assert_eq!(err.error_parameters[0].value, value);
+        let description = err.error_description.unwrap();
+        assert!(description.contains(&format!("{path}: ")), "{description}");
+        // The 400 itself conforms to the spec.
+        let raw: Value = serde_json::from_slice(&answer.body).unwrap();
+        spec.validate_response("POST", "/batchtransactions", 400, Some(&raw))
+            .unwrap();
+    }
+
+    // Several violations: the first few are listed, the rest counted.
+    let body = batch(
+        (0..8)
+            .map(|i| tx(&format!("V-many-{i}"), "+22370121111", "1.50"))
+            .collect(),
+    );
+    let answer = http.post(Some(TOKEN), Some(&corr(310)), &body).await;
+    let err = parse_error(&answer.body).unwrap();
+    assert_eq!(err.error_parameters.len(), 5);
+    assert_eq!(err.error_parameters[4].key, "transactions[4].amount");
+    assert!(err.error_description.unwrap().ends_with("(and 3 more)"));
+
+    // Headers are checked too (present ones against their schema), before the token.
+    let answer = http
+        .post_with(
+            None,
+            Some(&corr(311)),
+            &[("X-Callback-URL", "not a url")],
+            &batch(vec![tx("V-h", "+22370121111", "5")]),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        parse_error(&answer.body).unwrap().error_parameters[0].key,
+        "X-Callback-URL"
+    );
+    let not_json = http
+        .send(
+            http.client
+                .post(format!("{}/batchtransactions", http.base))
+                .header("Authorization", format!("Bearer {TOKEN}"))
+                .header("X-CorrelationID", corr(312))
+                .body("{not json"),
+        )
+        .await;
+    assert_eq!(not_json.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        parse_error(&not_json.body).unwrap().error_code,
+        "formatError"
+    );
+
+    // Nothing above was recorded; a valid batch goes through and its 202 conforms.
+    assert!(sim.state().batch_ids.is_empty());
+    let ok = http
+        .post(
+            Some(TOKEN),
+            Some(&corr(313)),
+            &batch(vec![tx("V-ok", "+22370122222", "1")]),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED);
+    let raw: Value = serde_json::from_slice(&ok.body).unwrap();
+    spec.validate_response("POST", "/batchtransactions", 202, Some(&raw))
+        .unwrap();
+    assert_eq!(raw["notificationMethod"], "polling");
+}
+
+#[tokio::test]
+async fn validation_can_be_turned_off() {
+    let mut cfg = config(32, "1000000");
+    cfg.validate_requests = false;
+    let sim = spawn(cfg).await;
+    let http = Http::new(&sim);
+    // Off the spec (trailing zeros, no debit party) but within what the simulator parses.
+    let mut t = tx("O-1", "+22370121111", "65000.00");
+    t.as_object_mut().unwrap().remove("debitParty");
+    let accepted: RequestState = http
+        .post(Some(TOKEN), Some(&corr(1)), &batch(vec![t]))
+        .await
+        .json();
+    http.poll_request_state(&accepted.server_correlation_id)
+        .await;
+    let state = sim.state();
+    assert_eq!(state.transactions[0].status, TxStatus::Completed);
+    assert_eq!(state.transactions[0].amount, Some(dec("65000")));
+    // The simulator's own checks still apply.
+    let empty = http.post(Some(TOKEN), Some(&corr(2)), &batch(vec![])).await;
+    assert_eq!(
+        parse_error(&empty.body).unwrap().error_code,
+        "mandatoryValueNotSupplied"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Body limit
+
+#[tokio::test]
+async fn a_batch_of_20000_transactions_is_processed() {
+    let sim = spawn(config(33, "100000000")).await;
+    let http = Http::new(&sim);
+    let body = batch(
+        (0..20_000)
+            .map(|i| {
+                tx(
+                    &format!("BIG-{i:05}"),
+                    &format!("+2237{:07}", 1_000_000 + i * 10),
+                    "1",
+                )
+            })
+            .collect(),
+    );
+    let text = body.to_string();
+    assert!(text.len() > 2 * 1024 * 1024, "{} bytes", text.len());
+    let answer = http.post(Some(TOKEN), Some(&corr(1)), &body).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let accepted: RequestState = answer.json();
+    let done = http
+        .poll_request_state(&accepted.server_correlation_id)
+        .await;
+    assert_eq!(done.status, RequestStatus::Completed);
+    let view: BatchTransaction = http
+        .get(&format!(
+            "/batchtransactions/{}",
+            accepted.object_reference.unwrap()
+        ))
+        .await
+        .json();
+    assert_eq!(view.batch_status, BatchStatus::Completed);
+    assert_eq!(view.completed_count, 20_000);
+    let state = sim.state();
+    assert_eq!(state.transactions.len(), 20_000);
+    assert_eq!(state.float_balance, dec("99980000"));
+    assert!(state.by_reference("BIG-19999").is_some());
+}
+
+// ---------------------------------------------------------------------------------------
+// Callbacks
+
+/// One callback as received: the path's tag, the `X-CorrelationID` header, the body.
+type Received = (String, Option<String>, Value);
+
+/// A tiny client endpoint recording every `PUT /callbacks/{tag}`.
+struct CallbackSink {
+    base: String,
+    got: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CallbackSink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CallbackSink {
+    async fn start() -> Self {
+        use axum::extract::{Path, State};
+        use axum::http::HeaderMap;
+
+        async fn record(
+            State(got): State<Arc<Mutex<Vec<Received>>>>,
+            Path(tag): Path<String>,
+            headers: HeaderMap,
+            axum::Json(body): axum::Json<Value>,
+        ) -> axum::http::StatusCode {
+            let correlation = headers
+                .get("x-correlationid")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            got.lock().unwrap().push((tag, correlation, body));
+            axum::http::StatusCode::NO_CONTENT
+        }
+
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new()
+            .route("/callbacks/{tag}", axum::routing::put(record))
+            .with_state(Arc::clone(&got));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { base, got, task }
+    }
+
+    fn url(&self, tag: &str) -> String {
+        format!("{}/callbacks/{tag}", self.base)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<Received> {
+        for _ in 0..600 {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("expected {n} callbacks, got {:?}", self.received());
+    }
+
+    fn tags(&self) -> Vec<String> {
+        self.received().into_iter().map(|(tag, _, _)| tag).collect()
+    }
+}
+
+/// Posts a two-transaction batch with `X-Callback-URL` = the sink's `/callbacks/{tag}`,
+/// waits until it is processed, and returns its accepted request state.
+async fn post_with_callback(http: &Http, sink: &CallbackSink, n: u32, tag: &str) -> RequestState {
+    let url = sink.url(tag);
+    let answer = http
+        .post_with(
+            Some(TOKEN),
+            Some(&corr(n)),
+            &[("X-Callback-URL", url.as_str())],
+            &batch(vec![
+                tx(&format!("{tag}-1"), "+22370121111", "500"),
+                tx(&format!("{tag}-2"), "+22370120002", "700"),
+            ]),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED);
+    let accepted: RequestState = answer.json();
+    assert_eq!(accepted.notification_method, NotificationMethod::Callback);
+    let done = http
+        .poll_request_state(&accepted.server_correlation_id)
+        .await;
+    assert_eq!(done.notification_method, NotificationMethod::Callback);
+    accepted
+}
+
+fn callback_config(seed: u64, faults: &str) -> SimConfig {
+    let mut cfg = config(seed, "1000000");
+    cfg.faults = Faults::parse(faults).unwrap();
+    cfg
+}
+
+#[tokio::test]
+async fn callback_is_delivered_once_with_the_batch() {
+    let sim = spawn(callback_config(41, "")).await;
+    let http = Http::new(&sim);
+    let sink = CallbackSink::start().await;
+    let accepted = post_with_callback(&http, &sink, 1, "a").await;
+    let got = sink.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sink.received().len(), 1, "delivered once");
+    let (tag, correlation, body) = &got[0];
+    assert_eq!(tag, "a");
+    assert_eq!(correlation.as_deref(), Some(corr(1).as_str()));
+    // The spec's batchTransactionsSuccessEvent body: responseBatchTransaction.
+    let view: BatchTransaction = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(Some(view.batch_id), accepted.object_reference);
+    assert_eq!(view.batch_status, BatchStatus::Completed);
+    assert_eq!((view.completed_count, view.rejection_count), (1, 1));
+    SpecValidator::bundled()
+        .unwrap()
+        .validate_schema("responseBatchTransaction", body)
+        .unwrap();
+
+    // A batch without X-Callback-URL is polling only and calls nobody.
+    let polled: RequestState = http
+        .post(
+            Some(TOKEN),
+            Some(&corr(2)),
+            &batch(vec![tx("p-1", "+22370121111", "5")]),
+        )
+        .await
+        .json();
+    assert_eq!(polled.notification_method, NotificationMethod::Polling);
+    http.poll_request_state(&polled.server_correlation_id).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sink.received().len(), 1);
+
+    // An unreachable callback URL does not disturb the simulator.
+    let dead = CallbackSink::start().await;
+    let dead_url = dead.url("x");
+    drop(dead);
+    let answer = http
+        .post_with(
+            Some(TOKEN),
+            Some(&corr(3)),
+            &[("X-Callback-URL", dead_url.as_str())],
+            &batch(vec![tx("d-1", "+22370121111", "5")]),
+        )
+        .await;
+    let state: RequestState = answer.json();
+    http.poll_request_state(&state.server_correlation_id).await;
+    let _ = post_with_callback(&http, &sink, 4, "b").await;
+    assert_eq!(sink.wait_for(2).await[1].0, "b");
+}
+
+#[tokio::test]
+async fn duplicate_callback_is_delivered_twice() {
+    let sim = spawn(callback_config(42, "duplicate_callback=1")).await;
+    let http = Http::new(&sim);
+    let sink = CallbackSink::start().await;
+    post_with_callback(&http, &sink, 1, "a").await;
+    let got = sink.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sink.tags(), ["a", "a"]);
+    assert_eq!(got[0].2, got[1].2, "the same body twice");
+    assert_eq!(got[0].1, got[1].1);
+}
+
+#[tokio::test]
+async fn dropped_callback_is_never_delivered() {
+    let sim = spawn(callback_config(
+        43,
+        "dropped_callback=1,duplicate_callback=1",
+    ))
+    .await;
+    let http = Http::new(&sim);
+    let sink = CallbackSink::start().await;
+    let accepted = post_with_callback(&http, &sink, 1, "a").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sink.received().is_empty(), "{:?}", sink.received());
+    // Polling still tells the outcome.
+    let done = http
+        .poll_request_state(&accepted.server_correlation_id)
+        .await;
+    assert_eq!(done.status, RequestStatus::Completed);
+}
+
+#[tokio::test]
+async fn out_of_order_callbacks_arrive_swapped() {
+    let mut cfg = callback_config(44, "out_of_order_callback=1");
+    cfg.callback_hold = Duration::from_millis(1500);
+    let sim = spawn(cfg).await;
+    let http = Http::new(&sim);
+    let sink = CallbackSink::start().await;
+    post_with_callback(&http, &sink, 1, "first").await;
+    post_with_callback(&http, &sink, 2, "second").await;
+    sink.wait_for(2).await;
+    assert_eq!(sink.tags(), ["second", "first"]);
+    // With no later batch to overtake it, a held callback comes after the hold.
+    post_with_callback(&http, &sink, 3, "third").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.received().len(), 2, "still held");
+    sink.wait_for(3).await;
+    assert_eq!(sink.tags(), ["second", "first", "third"]);
+}
+
+/// Callback faults come from the seeded stream: same seed, same deliveries.
+#[tokio::test]
+async fn callback_faults_are_seeded() {
+    async fn run(seed: u64) -> Vec<String> {
+        let sim = spawn(callback_config(
+            seed,
+            "duplicate_callback=0.5,dropped_callback=0.3",
+        ))
+        .await;
+        let http = Http::new(&sim);
+        let sink = CallbackSink::start().await;
+        for n in 0..8u32 {
+            post_with_callback(&http, &sink, n + 1, &format!("b{n}")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sink.tags()
+    }
+    let a = run(7).await;
+    assert_eq!(a, run(7).await);
+    let distinct: std::collections::HashSet<&String> = a.iter().collect();
+    assert!(a.len() > distinct.len(), "some duplicated: {a:?}");
+    assert!(distinct.len() < 8, "some dropped: {a:?}");
+}
+
+/// What the simulator answers conforms to the spec's response schemas (a completed batch;
+/// see the `spec` module docs for why an unfinished one cannot).
+#[tokio::test]
+async fn simulator_answers_conform_to_the_spec() {
+    let spec = SpecValidator::bundled().unwrap();
+    let sim = spawn(config(51, "1000000")).await;
+    let http = Http::new(&sim);
+    let conforms = |method: &str, template: &str, answer: &Answer| {
+        let body: Value = serde_json::from_slice(&answer.body).unwrap();
+        if let Err(e) =
+            spec.validate_response(method, template, answer.status.as_u16(), Some(&body))
+        {
+            panic!("{method} {template} {}: {e:?}\n{body:#}", answer.status);
+        }
+    };
+    let body = batch(vec![
+        tx("S-1", "+22370121111", "500"),
+        tx("S-2", "+22370120002", "700"),
+    ]);
+    let answer = http.post(Some(TOKEN), Some(&corr(1)), &body).await;
+    conforms("POST", "/batchtransactions", &answer);
+    let accepted: RequestState = answer.json();
+    let path = format!("/requeststates/{}", accepted.server_correlation_id);
+    conforms(
+        "GET",
+        "/requeststates/{serverCorrelationId}",
+        &http.get(&path).await,
+    );
+    http.poll_request_state(&accepted.server_correlation_id)
+        .await;
+    conforms(
+        "GET",
+        "/requeststates/{serverCorrelationId}",
+        &http.get(&path).await,
+    );
+    let batch_id = accepted.object_reference.unwrap();
+    for (template, path) in [
+        (
+            "/batchtransactions/{batchId}",
+            format!("/batchtransactions/{batch_id}"),
+        ),
+        (
+            "/batchtransactions/{batchId}/completions",
+            format!("/batchtransactions/{batch_id}/completions"),
+        ),
+        (
+            "/batchtransactions/{batchId}/rejections",
+            format!("/batchtransactions/{batch_id}/rejections"),
+        ),
+        (
+            "/responses/{clientCorrelationId}",
+            format!("/responses/{}", corr(1)),
+        ),
+        ("/heartbeat", "/heartbeat".to_owned()),
+        (
+            "/batchtransactions/{batchId}",
+            "/batchtransactions/nope".to_owned(),
+        ),
+    ] {
+        let answer = http.get(&path).await;
+        conforms("GET", template, &answer);
+    }
+    let completions: Vec<Completion> = http
+        .get(&format!("/batchtransactions/{batch_id}/completions"))
+        .await
+        .json();
+    conforms(
+        "GET",
+        "/transactions/{transactionReference}",
+        &http.get(&completions[0].link).await,
+    );
+    let missing = http.post(Some(TOKEN), None, &body).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    conforms("POST", "/batchtransactions", &missing);
+    let denied = http.post(Some("wrong"), Some(&corr(2)), &body).await;
+    conforms("POST", "/batchtransactions", &denied);
 }

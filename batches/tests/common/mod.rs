@@ -30,10 +30,11 @@ pub fn ctx(actor: &str) -> AuditContext {
 }
 
 /// The phone of household `n` (0-based) on Orange Mali: the last four digits are 1000 + n %
-/// 1000 (never a magic ending), or `magic` (e.g. `"0003"`), with a distinct prefix.
+/// 1000 (never a magic ending), or `magic` (e.g. `"0003"`) after a prefix from `n / 10` (give
+/// households sharing a magic ending numbers at least 10 apart).
 pub fn phone(n: usize, magic: Option<&str>) -> String {
     match magic {
-        Some(m) => format!("+223 76 {:02} {} {}", 90 + n % 10, &m[..2], &m[2..]),
+        Some(m) => format!("+223 76 {:02} {} {}", 10 + (n / 10) % 90, &m[..2], &m[2..]),
         None => {
             let tail = 1000 + n % 1000;
             format!(

@@ -54,6 +54,24 @@ impl SqliteBackend {
             .max_connections(4)
             // An embedded file cannot drop the connection; the ping would only cost time.
             .test_before_acquire(false)
+            // A task cancelled just after its BEGIN ran but before sqlx built the
+            // `Transaction` (a cancellation race in sqlx 0.8) leaves the connection inside a
+            // transaction nobody will end; reused, every later `BEGIN IMMEDIATE` on it fails.
+            // Probe each released connection (the probe queues behind any pending rollback of
+            // a dropped transaction) and close it if it is still inside one. Found by the
+            // batches chaos test, which aborts senders at random points.
+            .after_release(|conn, _meta| {
+                Box::pin(async move {
+                    match sqlx::Connection::begin_with(&mut *conn, "BEGIN DEFERRED").await {
+                        Ok(probe) => {
+                            probe.rollback().await?;
+                            Ok(true)
+                        }
+                        Err(sqlx::Error::InvalidSavePointStatement) => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                })
+            })
             .connect_with(options)
             .await?;
         Ok(SqliteBackend { pool })
