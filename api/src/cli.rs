@@ -14,6 +14,11 @@ pub struct Cli {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// Payment providers and approval bands: a JSON file (see the README). Batch and provider
+    /// commands (and the server's batch routes) need it.
+    #[arg(long, env = "CVA_PAYMENTS_CONFIG", global = true, value_name = "FILE")]
+    pub payments_config: Option<PathBuf>,
+
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -71,6 +76,164 @@ pub enum Command {
     Fixtures(FixturesCommand),
     /// Run the GSMA Mobile Money API v1.2 disbursement simulator (for tests and demos).
     ProviderSim(ProviderSimArgs),
+    /// Payment batches: create, submit, sign off, send and follow them, as an authenticated user.
+    Batches(BatchesArgs),
+    /// Payment providers: float balances, and funding a float, as an authenticated user.
+    Providers(ProvidersArgs),
+}
+
+/// Who a batch or provider command acts as. The password comes from `CVA_PASSWORD`, else one
+/// line of standard input; it is checked as the API's login checks it.
+#[derive(Debug, clap::Args)]
+pub struct ActAs {
+    /// The user to act as (a user of `cva user add`); the role matrix is the API's.
+    #[arg(long = "user", env = "CVA_USER", global = true, value_name = "NAME")]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BatchesArgs {
+    #[command(flatten)]
+    pub act_as: ActAs,
+    #[command(subcommand)]
+    pub command: BatchCommand,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProvidersArgs {
+    #[command(flatten)]
+    pub act_as: ActAs,
+    #[command(subcommand)]
+    pub command: ProviderCommand,
+}
+
+/// Human-readable table, or JSON.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ShowFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Build draft batches from a programme's due entitlements (programme_officer).
+    Create {
+        #[arg(long)]
+        programme: String,
+        /// mpca, cash_for_work or shelter.
+        #[arg(long)]
+        modality: Option<String>,
+        #[arg(long)]
+        cycle: Option<String>,
+        /// Region p-code of the households, e.g. ML05.
+        #[arg(long)]
+        region: Option<String>,
+        /// Only this provider's households.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Most lines per batch (1 to 100,000; default 10,000).
+        #[arg(long)]
+        max_lines: Option<usize>,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Submit a draft for sign-off (programme_officer; the preparer only).
+    Submit {
+        id: i64,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Approve a submitted batch (finance_officer; not the preparer, not twice).
+    Approve {
+        id: i64,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Authorise an approved batch (finance_officer; not the preparer, not twice).
+    Authorise {
+        id: i64,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Release an authorised batch: moves its money to the provider's in-transit account
+    /// (finance_officer; refused when the float cannot cover it).
+    Release {
+        id: i64,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Send a released batch to its provider and wait for the outcomes, or resume a send
+    /// (finance_officer).
+    Send {
+        id: i64,
+        /// Time limit of each HTTP call to the provider, seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+        /// Pause between two polls of the provider, milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        poll_ms: u64,
+        /// How long to wait for every line's outcome before the rest are `unknown`, seconds.
+        #[arg(long, default_value_t = 600)]
+        settle_secs: u64,
+        /// Most lines per request to the provider.
+        #[arg(long, default_value_t = 5000)]
+        lines_per_request: usize,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// A batch: its sign-offs, lines by status and provider attempts (every role).
+    Show {
+        id: i64,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// A batch's lines, without personal data (the household is its id) (every role). Tables
+    /// and CSV show amounts in major units, JSON in minor units (as the API).
+    Lines {
+        id: i64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Cancel a batch not yet released; its entitlements are due again (programme_officer).
+    Cancel {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// A follow-up draft for a sent batch's failed lines (programme_officer).
+    Reissue {
+        id: i64,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProviderCommand {
+    /// Each configured provider's float, in-transit and fee balances (every role).
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Record the transfer that funds a provider's float (finance_officer; idempotent by
+    /// reference).
+    Fund {
+        #[arg(long)]
+        provider: String,
+        /// Major units, e.g. 5000000.
+        #[arg(long)]
+        amount: String,
+        /// The asset account the money leaves, e.g. assets:bank or assets:bank:ecobank.
+        #[arg(long)]
+        from: String,
+        /// The transfer's reference.
+        #[arg(long)]
+        reference: String,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
 }
 
 #[derive(Debug, clap::Args)]

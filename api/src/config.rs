@@ -7,14 +7,16 @@
 //! | `CVA_PII_KEY_FILE` | a file holding that spec (created with fresh keys, mode 0600, if missing) | on SQLite: `DBFILE.keys` next to the database |
 //! | `CVA_OPERATORS_FILE` | operator prefix table (`country_code,national_length,prefix,operator`) | the built-in `data/operators.csv` |
 //! | `CVA_DEFAULT_COUNTRY` | calling code for numbers written without one | `223` |
+//! | `CVA_PAYMENTS_CONFIG` (`--payments-config`) | payment providers and approval bands (JSON, see `cva_batches::provider`) | none: batch commands refuse, the server's batch routes answer 503 |
 //!
 //! On PostgreSQL there is no default key file: a server without `CVA_PII_KEYS` or
 //! `CVA_PII_KEY_FILE` refuses to start, so personal data is never sealed with keys nobody chose
 //! to keep.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use cva_batches::PaymentsConfig;
 use cva_households::msisdn::OperatorTable;
 use cva_households::pii::PiiKeys;
 use cva_ledger::Ledger;
@@ -75,4 +77,28 @@ pub fn registry(ledger: &Ledger, url: &str) -> anyhow::Result<Registry> {
         operators()?,
         &default_country(),
     ))
+}
+
+/// The payments configuration at `path` (from `--payments-config` or `CVA_PAYMENTS_CONFIG`), or
+/// `None` when none is given. A file that cannot be read or is refused is an error naming the
+/// file and the field.
+pub fn payments(path: Option<&Path>) -> anyhow::Result<Option<PaymentsConfig>> {
+    let Some(path) = path.filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the payments configuration {} (CVA_PAYMENTS_CONFIG)",
+            path.display()
+        )
+    })?;
+    let config = PaymentsConfig::from_json(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "the payments configuration {} is refused: {}: {}",
+            path.display(),
+            e.field,
+            e.reason
+        )
+    })?;
+    Ok(Some(config))
 }

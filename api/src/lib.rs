@@ -7,3 +7,4 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod output;
+pub mod payments;

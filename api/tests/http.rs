@@ -618,6 +618,18 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/programmes/{code}/entitlements/generate"),
     ("get", "/v1/households/{id}/entitlements"),
     ("post", "/v1/entitlements/{id}/cancel"),
+    ("post", "/v1/batches"),
+    ("get", "/v1/batches/{id}"),
+    ("get", "/v1/batches/{id}/lines"),
+    ("post", "/v1/batches/{id}/submit"),
+    ("post", "/v1/batches/{id}/approve"),
+    ("post", "/v1/batches/{id}/authorise"),
+    ("post", "/v1/batches/{id}/release"),
+    ("post", "/v1/batches/{id}/cancel"),
+    ("post", "/v1/batches/{id}/reissue"),
+    ("post", "/v1/batches/{id}/send"),
+    ("get", "/v1/providers"),
+    ("post", "/v1/providers/{name}/float"),
 ];
 
 #[tokio::test]

@@ -66,23 +66,24 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use chrono::NaiveDate;
 use clap::Parser;
 use cva_households::fixtures;
 use cva_households::import::ColumnMapping;
 use cva_households::msisdn::OperatorTable;
 use cva_households::pii::PiiKeys;
-use cva_ledger::audit::AuditContext;
 use cva_ledger::Ledger;
-use cva_programmes::rules::{Modality, Rule};
-use cva_registry::programmes::NewProgramme;
+use cva_programmes::rules::Modality;
 use cva_registry::Registry;
 
+#[path = "bench_common/mod.rs"]
+mod bench_common;
+use bench_common::{check, ctx, secs, verify_all};
+
 const PROGRAMME: &str = "BENCH-MPCA-24";
-const LINE: &str = "mpca";
 /// Planned and funded amount of the budget line, XOF (no minor unit).
 const BUDGET: &str = "1000000000000";
 const CYCLE: &str = "2024-03";
@@ -90,7 +91,6 @@ const CYCLE: &str = "2024-03";
 const FLAT: i64 = 75_000;
 const RULE: &str = r#"{"modality":"mpca","amount":{"kind":"flat","amount":75000},"tranches":1,"rounding":{"unit":25,"mode":"nearest"}}"#;
 const OFFICER: &str = "bench-officer";
-const CHECKER: &str = "bench-checker";
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark household import and entitlement generation on a fresh database")]
@@ -172,48 +172,8 @@ async fn run(args: &Args, work_dir: &Path) -> Result<ExitCode> {
         OperatorTable::default_table(),
         "223",
     );
-    let officer = ctx(OFFICER);
-    let date = |m, d| NaiveDate::from_ymd_opt(2024, m, d).context("date");
-    registry
-        .create_programme(
-            NewProgramme {
-                code: PROGRAMME.into(),
-                name: "Registry bench MPCA 2024".into(),
-                donor: "Bench donor".into(),
-                grant_ref: "BENCH/2024/1".into(),
-                currency: "XOF".into(),
-                reporting_currency: "EUR".into(),
-                starts_on: date(1, 1)?,
-                ends_on: date(12, 31)?,
-                regions: fixtures::REGIONS
-                    .iter()
-                    .map(|(p, _)| (*p).to_owned())
-                    .collect(),
-            },
-            &officer,
-        )
-        .await
-        .context("creating the programme")?;
-    registry
-        .add_budget_line(PROGRAMME, LINE, Modality::Mpca, BUDGET, &officer)
-        .await
-        .context("adding the budget line")?;
-    registry
-        .fund_budget_line(
-            PROGRAMME,
-            LINE,
-            BUDGET,
-            "bench-funding",
-            date(1, 15)?,
-            &officer,
-        )
-        .await
-        .context("funding the budget line")?;
-    let rule = Rule::from_json(RULE).context("parsing the rule")?;
-    registry
-        .add_rule(PROGRAMME, rule, &officer)
-        .await
-        .context("adding the rule")?;
+    let officer = ctx(OFFICER, "registry-bench");
+    bench_common::setup_programme(&registry, &officer, PROGRAMME, BUDGET, RULE).await?;
     println!("# rule: {RULE}");
     println!("setup_seconds: {:.2}", secs(started.elapsed()));
 
@@ -270,14 +230,14 @@ async fn run(args: &Args, work_dir: &Path) -> Result<ExitCode> {
 
     // Verification and adjudication by SQL (setup, not a product path).
     let started = Instant::now();
-    let (verified, resolved) = verify_all(&ledger).await?;
+    let (verified, resolved) = verify_all(&ledger, PROGRAMME).await?;
     println!("verify_sql_seconds: {:.2}", secs(started.elapsed()));
     println!("verified_households: {verified}");
     println!("resolved_flags: {resolved}");
     check(&mut failures, "verified_households", verified as usize, n);
 
     // Generation.
-    let effective = date(3, 1)?;
+    let effective = NaiveDate::from_ymd_opt(2024, 3, 1).context("date")?;
     let started = Instant::now();
     let gen = registry
         .generate_entitlements(PROGRAMME, CYCLE, Modality::Mpca, effective, &officer)
@@ -325,80 +285,5 @@ async fn run(args: &Args, work_dir: &Path) -> Result<ExitCode> {
             eprintln!("check failed: {f}");
         }
         Ok(ExitCode::FAILURE)
-    }
-}
-
-fn ctx(actor: &str) -> AuditContext {
-    AuditContext {
-        actor_id: None,
-        actor: actor.into(),
-        role: "programme_officer".into(),
-        request_id: "registry-bench".into(),
-    }
-}
-
-fn check<T: PartialEq + std::fmt::Display>(
-    failures: &mut Vec<String>,
-    what: &str,
-    got: T,
-    want: T,
-) {
-    if got != want {
-        failures.push(format!("{what} is {got}, expected {want}"));
-    }
-}
-
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64().max(1e-9)
-}
-
-/// Marks every household of the bench programme verified and every open flag resolved
-/// `distinct`, by `bench-checker`, in one transaction. Returns the rows each statement changed.
-async fn verify_all(ledger: &Ledger) -> Result<(u64, u64)> {
-    const HOUSEHOLDS: &str = "UPDATE households SET status = 'verified', verified_by = $1, \
-         verified_at = $2, status_changed_at = $3 \
-         WHERE programme_id = (SELECT id FROM programmes WHERE code = $4) \
-         AND status = 'registered'";
-    const FLAGS: &str = "UPDATE dedup_flags SET status = 'distinct', resolved_by = $1, \
-         resolved_at = $2, reason = 'bench' WHERE status = 'open'";
-    let now = cva_ledger::store::now_micros();
-    if let Some(pool) = ledger.pg_pool() {
-        let mut tx = pool.begin().await?;
-        let h = sqlx::query(HOUSEHOLDS)
-            .bind(CHECKER)
-            .bind(now)
-            .bind(now)
-            .bind(PROGRAMME)
-            .execute(&mut *tx)
-            .await
-            .context("verifying the households")?;
-        let f = sqlx::query(FLAGS)
-            .bind(CHECKER)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .context("resolving the flags")?;
-        tx.commit().await?;
-        Ok((h.rows_affected(), f.rows_affected()))
-    } else if let Some(pool) = ledger.sqlite_pool() {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        let h = sqlx::query(HOUSEHOLDS)
-            .bind(CHECKER)
-            .bind(now)
-            .bind(now)
-            .bind(PROGRAMME)
-            .execute(&mut *tx)
-            .await
-            .context("verifying the households")?;
-        let f = sqlx::query(FLAGS)
-            .bind(CHECKER)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .context("resolving the flags")?;
-        tx.commit().await?;
-        Ok((h.rows_affected(), f.rows_affected()))
-    } else {
-        bail!("the ledger has no database pool")
     }
 }

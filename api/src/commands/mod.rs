@@ -1,6 +1,7 @@
 //! Runs a parsed command line against the ledger.
 
 mod audit;
+mod batches;
 mod ledger;
 mod provider_sim;
 mod registry;
@@ -29,7 +30,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ledger.close().await;
             Ok(())
         }
-        Command::Serve(args) => serve::run(&url, args).await,
+        Command::Serve(args) => serve::run(&url, cli.payments_config.as_deref(), args).await,
         Command::User(cmd) => {
             let ledger = connect(&url).await?;
             let result = user::run(&ledger, cmd).await;
@@ -53,6 +54,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let ledger = connect(&url).await?;
             let reg = crate::config::registry(&ledger, &url)?;
             let result = registry::run(&reg, cli.command).await;
+            ledger.close().await;
+            result
+        }
+        Command::Batches(_) | Command::Providers(_) => {
+            // The configuration first: without one, nothing is asked or opened.
+            let config = crate::config::payments(cli.payments_config.as_deref())?
+                .ok_or_else(|| anyhow::anyhow!(crate::payments::NOT_CONFIGURED))?;
+            let ledger = connect(&url).await?;
+            let result = batches::run(&ledger, &url, config, cli.command).await;
             ledger.close().await;
             result
         }

@@ -26,6 +26,16 @@ pub struct AppState {
     pub throttle: Arc<LoginThrottle>,
     pub committer: Committer,
     pub registry: Registry,
+    /// Payment batches and provider floats (unconfigured: every batch route answers 503).
+    pub payments: crate::payments::Payments,
+}
+
+impl AppState {
+    /// The same state with payment batches configured.
+    pub fn with_payments(mut self, payments: crate::payments::Payments) -> AppState {
+        self.payments = payments;
+        self
+    }
 }
 
 /// An authenticated request.

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod batches;
 pub mod health;
 pub mod ledger;
 pub mod openapi;

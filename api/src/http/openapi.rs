@@ -15,7 +15,9 @@ use utoipa::{Modify, OpenApi};
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(
-        (name = "health"), (name = "auth"), (name = "users"), (name = "ledger"), (name = "audit")
+        (name = "health"), (name = "auth"), (name = "users"), (name = "ledger"), (name = "audit"),
+        (name = "batches", description = "Payment batches. Roles: programme_officer creates, submits, cancels and re-issues; finance_officer approves, authorises, releases and sends; every role reads (admin reads only). The preparer never signs and nobody signs a batch twice (403 `same-person`)."),
+        (name = "providers", description = "Provider floats. Every role reads; finance_officer funds.")
     )
 )]
 #[derive(Debug)]

@@ -36,10 +36,10 @@ use super::auth::{AppState, Caller, READERS};
 use super::ledger::Posted;
 use super::problem::{ApiError, ApiResult, Problem};
 
-type Body<T> = Result<Json<T>, JsonRejection>;
-type OptionalBody<T> = Result<Option<Json<T>>, JsonRejection>;
-type QueryOf<T> = Result<Query<T>, QueryRejection>;
-type PathOf<T> = Result<Path<T>, PathRejection>;
+pub(crate) type Body<T> = Result<Json<T>, JsonRejection>;
+pub(crate) type OptionalBody<T> = Result<Option<Json<T>>, JsonRejection>;
+pub(crate) type QueryOf<T> = Result<Query<T>, QueryRejection>;
+pub(crate) type PathOf<T> = Result<Path<T>, PathRejection>;
 
 /// Programme staff: programmes, households, rules, adjudication, entitlements.
 const STAFF: &[Role] = &[Role::Admin, Role::ProgrammeOfficer];
@@ -56,7 +56,7 @@ const DEFAULT_LIMIT: i64 = 100;
 /// A JSON body, or a 400 whose detail names the field but never repeats a value: serde quotes
 /// the value it could not use (`invalid type: integer `76123456``), and in a household body that
 /// value is personal data.
-fn json<T>(body: Body<T>) -> ApiResult<T> {
+pub(crate) fn json<T>(body: Body<T>) -> ApiResult<T> {
     match body {
         Ok(Json(v)) => Ok(v),
         Err(JsonRejection::JsonDataError(e)) => {
@@ -66,7 +66,7 @@ fn json<T>(body: Body<T>) -> ApiResult<T> {
     }
 }
 
-fn optional_json<T>(body: OptionalBody<T>) -> ApiResult<Option<T>> {
+pub(crate) fn optional_json<T>(body: OptionalBody<T>) -> ApiResult<Option<T>> {
     match body {
         Ok(v) => Ok(v.map(|Json(v)| v)),
         Err(JsonRejection::JsonDataError(e)) => {
@@ -77,7 +77,7 @@ fn optional_json<T>(body: OptionalBody<T>) -> ApiResult<Option<T>> {
 }
 
 /// The path parameters, or a problem+json 400 (not axum's plain-text rejection).
-fn path<T>(p: PathOf<T>) -> ApiResult<T> {
+pub(crate) fn path<T>(p: PathOf<T>) -> ApiResult<T> {
     p.map(|Path(v)| v)
         .map_err(|_| ApiError::BadRequest("the path parameters cannot be read".into()))
 }
@@ -117,7 +117,7 @@ fn not_found_programme(code: &str) -> ApiError {
 }
 
 /// A numeric id from the path, or a problem+json 400.
-fn id(what: &str, raw: &str) -> ApiResult<i64> {
+pub(crate) fn id(what: &str, raw: &str) -> ApiResult<i64> {
     raw.parse::<i64>()
         .map_err(|_| ApiError::BadRequest(format!("id: must be a {what} id (a whole number)")))
 }
@@ -169,7 +169,7 @@ fn bytes_error(status: StatusCode) -> ApiError {
     }
 }
 
-fn created<T>(v: T) -> (StatusCode, Json<T>) {
+pub(crate) fn created<T>(v: T) -> (StatusCode, Json<T>) {
     (StatusCode::CREATED, Json(v))
 }
 

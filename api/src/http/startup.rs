@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 
 use super::auth::AppState;
 use super::openapi::ApiDoc;
-use super::{audit, health, ledger, registry, sessions, users};
+use super::{audit, batches, health, ledger, registry, sessions, users};
 
 /// Largest request body accepted (an entry has at most 1,000 lines).
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -41,6 +41,7 @@ pub async fn state(ledger: Ledger, keys: TokenKeys, registry: Registry) -> AppSt
         keys: Arc::new(keys),
         throttle: Arc::new(LoginThrottle::new(5, Duration::from_secs(15 * 60))),
         ledger,
+        payments: crate::payments::Payments::default(),
     }
 }
 
@@ -85,6 +86,18 @@ pub fn app_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(registry::generate))
         .routes(routes!(registry::entitlements))
         .routes(routes!(registry::cancel))
+        .routes(routes!(batches::create))
+        .routes(routes!(batches::get_batch))
+        .routes(routes!(batches::lines))
+        .routes(routes!(batches::submit))
+        .routes(routes!(batches::approve))
+        .routes(routes!(batches::authorise))
+        .routes(routes!(batches::release))
+        .routes(routes!(batches::cancel))
+        .routes(routes!(batches::reissue))
+        .routes(routes!(batches::send))
+        .routes(routes!(batches::providers))
+        .routes(routes!(batches::fund_float))
         .split_for_parts();
     let served = Arc::new(doc.clone());
     let router = router.route(

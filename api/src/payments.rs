@@ -1,0 +1,647 @@
+//! Payment batches and provider floats as the command line and the HTTP API expose them: the
+//! one role matrix both check, the server's payments state (the configured [`Batches`], the send
+//! options, the sends running in the background), and the JSON shapes both print.
+//!
+//! Role matrix (MISSION.md; `admin` manages but never moves money):
+//!
+//! | action | roles |
+//! |---|---|
+//! | read batches, lines, attempts, provider balances | every role (`admin`, `programme_officer`, `finance_officer`, `auditor`) |
+//! | create, submit, cancel, reissue | `programme_officer` |
+//! | approve, authorise, release, send, fund a float | `finance_officer` |
+//!
+//! The maker-checker rules (the preparer never signs; nobody signs a batch twice) are the
+//! batches crate's, enforced there and by the database whatever role a person holds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use cva_access::{Role, User};
+use cva_batches::provider::AdapterKind;
+use cva_batches::{AttemptView, BatchView, Batches, CreationReport, Filters, FloatView, LineView};
+use cva_batches::{SendOptions, SendReport};
+use cva_ledger::audit::AuditContext;
+use cva_programmes::rules::Modality;
+use cva_registry::RegistryError;
+use serde::Serialize;
+
+/// What batch commands and routes say when the server or CLI has no payments configuration.
+pub const NOT_CONFIGURED: &str = "no payment providers configured: set CVA_PAYMENTS_CONFIG";
+
+/// Something a caller does with batches or floats; [`Action::roles`] is the role matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Create,
+    Submit,
+    Approve,
+    Authorise,
+    Release,
+    Send,
+    Cancel,
+    Reissue,
+    FundFloat,
+}
+
+/// Preparing a batch: programme staff.
+const PREPARERS: &[Role] = &[Role::ProgrammeOfficer];
+/// Signing off, sending and funding: finance.
+const SIGNERS: &[Role] = &[Role::FinanceOfficer];
+
+impl Action {
+    /// The roles that may take this action (any one of them).
+    pub fn roles(self) -> &'static [Role] {
+        match self {
+            Action::Read => crate::http::auth::READERS,
+            Action::Create | Action::Submit | Action::Cancel | Action::Reissue => PREPARERS,
+            Action::Approve
+            | Action::Authorise
+            | Action::Release
+            | Action::Send
+            | Action::FundFloat => SIGNERS,
+        }
+    }
+
+    /// What the action is, for messages: `approving a batch`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Action::Read => "reading batches and floats",
+            Action::Create => "creating batches",
+            Action::Submit => "submitting a batch",
+            Action::Approve => "approving a batch",
+            Action::Authorise => "authorising a batch",
+            Action::Release => "releasing a batch",
+            Action::Send => "sending a batch",
+            Action::Cancel => "cancelling a batch",
+            Action::Reissue => "re-issuing a batch",
+            Action::FundFloat => "funding a provider float",
+        }
+    }
+
+    /// The role under which `user` takes this action: the first of [`Action::roles`] the user
+    /// holds (recorded in the audit trail, so an admin who is also a finance officer approves
+    /// as `finance_officer`). `None` when the user holds none of them.
+    pub fn acting_role(self, user: &User) -> Option<Role> {
+        self.roles()
+            .iter()
+            .copied()
+            .find(|r| user.roles.contains(r))
+    }
+
+    /// The refusal for a user who holds none of the roles.
+    pub fn refusal(self) -> String {
+        let names: Vec<&str> = self.roles().iter().map(Role::as_str).collect();
+        format!(
+            "{} needs one of the roles: {}",
+            self.describe(),
+            names.join(", ")
+        )
+    }
+
+    /// The audit context of `user` taking this action, or the refusal.
+    pub fn context(self, user: &User, request_id: String) -> Result<AuditContext, String> {
+        let role = self.acting_role(user).ok_or_else(|| self.refusal())?;
+        Ok(AuditContext {
+            actor_id: Some(user.id.0),
+            actor: user.username.as_str().to_owned(),
+            role: role.as_str().to_owned(),
+            request_id,
+        })
+    }
+}
+
+/// Which entitlements a new batch takes, as the CLI flags and the API body give them.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewBatches {
+    /// Programme code.
+    pub programme: String,
+    /// Only entitlements of this modality: mpca, cash_for_work or shelter.
+    pub modality: Option<String>,
+    /// Only this cycle, e.g. `2024-03`.
+    pub cycle: Option<String>,
+    /// Only households of this region (p-code, e.g. `ML05`).
+    pub region: Option<String>,
+    /// Only this provider's households (a configured provider name).
+    pub provider: Option<String>,
+    /// Most lines per batch: 1 to 100,000 (default 10,000).
+    #[schema(minimum = 1, maximum = 100000)]
+    pub max_lines: Option<usize>,
+}
+
+impl NewBatches {
+    /// The batches crate's filters; a modality that does not exist is refused naming the field.
+    pub fn filters(self) -> Result<Filters, RegistryError> {
+        let modality = match self.modality.as_deref().map(str::trim) {
+            Some(m) => Some(
+                Modality::parse(m)
+                    .map_err(|e| RegistryError::invalid("modality", e.to_string()))?
+                    .as_str()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let trimmed = |v: Option<String>| v.map(|s| s.trim().to_owned());
+        Ok(Filters {
+            programme: self.programme.trim().to_owned(),
+            modality,
+            cycle: trimmed(self.cycle),
+            region: trimmed(self.region),
+            provider: trimmed(self.provider),
+            max_lines: self.max_lines,
+        })
+    }
+}
+
+/// Refused unless the adapter of the batch's provider sends over the API, and the batch was
+/// released (or is being sent, or has lines left unknown by an earlier send): the checks
+/// `Batches::send` makes, made before a send starts in the background.
+pub fn check_sendable(batches: &Batches, b: &BatchView) -> Result<(), RegistryError> {
+    if !matches!(
+        b.status.as_str(),
+        "released" | "sending" | "completed" | "partially_completed" | "failed"
+    ) {
+        return Err(RegistryError::Conflict(format!(
+            "batch {} is {}; only a released batch is sent",
+            b.id, b.status
+        )));
+    }
+    match batches.config().provider(&b.provider) {
+        None => Err(RegistryError::invalid(
+            "provider",
+            format!(
+                "batch {} names provider `{}`, which is not configured",
+                b.id, b.provider
+            ),
+        )),
+        Some(p) if p.adapter != AdapterKind::GsmaMmapi => Err(RegistryError::Conflict(format!(
+            "provider `{}` takes files, not API requests: nothing was sent",
+            p.name
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+// ---- server state ----------------------------------------------------------------------------
+
+/// The payments part of the server's state. Without a configuration every batch route answers
+/// 503 with [`NOT_CONFIGURED`]. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Payments {
+    batches: Option<Batches>,
+    send_options: Arc<SendOptions>,
+    sends: Arc<Mutex<Sends>>,
+}
+
+/// Sends running in this process, and the last error of each batch's background send.
+#[derive(Debug, Default)]
+struct Sends {
+    running: HashSet<i64>,
+    last_error: HashMap<i64, String>,
+}
+
+impl Payments {
+    pub fn new(batches: Batches) -> Payments {
+        Payments {
+            batches: Some(batches),
+            ..Payments::default()
+        }
+    }
+
+    /// The options of background sends (default: [`SendOptions::default`]).
+    pub fn with_send_options(mut self, options: SendOptions) -> Payments {
+        self.send_options = Arc::new(options);
+        self
+    }
+
+    /// The batch services, or [`NOT_CONFIGURED`].
+    pub fn batches(&self) -> Result<&Batches, &'static str> {
+        self.batches.as_ref().ok_or(NOT_CONFIGURED)
+    }
+
+    pub fn send_options(&self) -> Arc<SendOptions> {
+        Arc::clone(&self.send_options)
+    }
+
+    fn sends(&self) -> MutexGuard<'_, Sends> {
+        // A panic while holding this lock leaves plain sets behind: still usable.
+        self.sends.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks a send of batch `id` as running, or `None` when one already runs in this process.
+    /// The mark goes when the returned guard is finished or dropped (even by a panic).
+    pub fn start_send(&self, id: i64) -> Option<RunningSend> {
+        let mut s = self.sends();
+        if !s.running.insert(id) {
+            return None;
+        }
+        s.last_error.remove(&id);
+        Some(RunningSend {
+            id,
+            sends: Arc::clone(&self.sends),
+        })
+    }
+
+    /// Whether a send of batch `id` runs in this process, and the last background send's error.
+    pub fn send_state(&self, id: i64) -> SendState {
+        let s = self.sends();
+        SendState {
+            running: s.running.contains(&id),
+            last_error: s.last_error.get(&id).cloned(),
+        }
+    }
+}
+
+/// A send in progress; see [`Payments::start_send`].
+#[derive(Debug)]
+pub struct RunningSend {
+    id: i64,
+    sends: Arc<Mutex<Sends>>,
+}
+
+impl RunningSend {
+    /// Ends the send, keeping its error (if any) for [`Payments::send_state`].
+    pub fn finish(self, error: Option<String>) {
+        let mut s = self.sends.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = error {
+            s.last_error.insert(self.id, e);
+        }
+        // `running` is cleared by Drop.
+    }
+}
+
+impl Drop for RunningSend {
+    fn drop(&mut self) {
+        let mut s = self.sends.lock().unwrap_or_else(|e| e.into_inner());
+        s.running.remove(&self.id);
+    }
+}
+
+// ---- what the CLI and the API print ----------------------------------------------------------
+
+/// One sign-off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Signoff {
+    /// approve, authorise or release.
+    pub step: String,
+    /// The username of who signed.
+    pub by: String,
+}
+
+/// A payment batch. Amounts are in minor units of `currency`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Batch {
+    pub id: i64,
+    pub programme: String,
+    pub provider: String,
+    pub currency: String,
+    /// draft, submitted, approved, authorised, released, sending, completed,
+    /// partially_completed, failed or cancelled.
+    pub status: String,
+    pub line_count: i64,
+    pub total: i64,
+    pub fees: i64,
+    /// Sign-offs each step needs (fixed at submission from the approval bands).
+    pub approvals_required: Option<i32>,
+    pub authorisations_required: Option<i32>,
+    pub releases_required: Option<i32>,
+    /// The username of who prepared it (who alone submits it, and who never signs it).
+    pub prepared_by: String,
+    /// The batch whose failed lines this one re-issues.
+    pub follow_up_of: Option<i64>,
+    /// In the order they were given.
+    pub signoffs: Vec<Signoff>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<BatchView> for Batch {
+    fn from(b: BatchView) -> Batch {
+        Batch {
+            id: b.id,
+            programme: b.programme,
+            provider: b.provider,
+            currency: b.currency,
+            status: b.status,
+            line_count: b.line_count,
+            total: b.total,
+            fees: b.fees,
+            approvals_required: b.approvals_required,
+            authorisations_required: b.authorisations_required,
+            releases_required: b.releases_required,
+            prepared_by: b.prepared_by,
+            follow_up_of: b.follow_up_of,
+            signoffs: b
+                .signoffs
+                .into_iter()
+                .map(|(step, by)| Signoff { step, by })
+                .collect(),
+            created_at: b.created_at,
+        }
+    }
+}
+
+/// What a creation did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Creation {
+    /// The draft batches created (none when nothing was due).
+    pub batches: Vec<Batch>,
+    /// Due entitlements left out: no configured provider serves the household's operator (or
+    /// the household has no phone).
+    pub no_provider: usize,
+    /// Left out: the amount is outside the provider's per-transaction limits.
+    pub outside_limits: usize,
+}
+
+impl From<CreationReport> for Creation {
+    fn from(r: CreationReport) -> Creation {
+        Creation {
+            batches: r.batches.into_iter().map(Batch::from).collect(),
+            no_provider: r.no_provider,
+            outside_limits: r.outside_limits,
+        }
+    }
+}
+
+/// One line of a batch: no personal data, the household is its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Line {
+    pub id: i64,
+    pub entitlement: i64,
+    pub household: i64,
+    /// Minor units.
+    pub amount: i64,
+    pub fee: i64,
+    /// pending, in_flight, completed, failed, unknown or cancelled.
+    pub status: String,
+    pub provider_transaction_id: Option<String>,
+    pub failure_code: Option<String>,
+    /// Who resolved the line: provider, file or statement.
+    pub resolved_by: Option<String>,
+}
+
+impl From<LineView> for Line {
+    fn from(l: LineView) -> Line {
+        Line {
+            id: l.id,
+            entitlement: l.entitlement,
+            household: l.household,
+            amount: l.amount,
+            fee: l.fee,
+            status: l.status,
+            provider_transaction_id: l.provider_transaction_id,
+            failure_code: l.failure_code,
+            resolved_by: l.resolved_by,
+        }
+    }
+}
+
+/// One submission of lines to the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Attempt {
+    pub id: i64,
+    /// Our `X-CorrelationID`: a re-send always reuses it.
+    pub correlation_id: String,
+    /// recorded, accepted, settled, refused or unknown.
+    pub status: String,
+    pub line_count: i64,
+    pub tries: i64,
+    pub provider_batch_id: Option<String>,
+    pub last_error: Option<String>,
+}
+
+impl From<AttemptView> for Attempt {
+    fn from(a: AttemptView) -> Attempt {
+        Attempt {
+            id: a.id,
+            correlation_id: a.correlation_id,
+            status: a.status,
+            line_count: a.line_count,
+            tries: a.tries,
+            provider_batch_id: a.provider_batch_id,
+            last_error: a.last_error,
+        }
+    }
+}
+
+/// Lines of a batch by status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LineCounts {
+    /// Pending (not sent yet) or in flight (sent, no outcome yet).
+    pub open: i64,
+    pub completed: i64,
+    pub failed: i64,
+    /// The provider could not say: counted, never retried until someone sends again.
+    pub unknown: i64,
+    pub cancelled: i64,
+}
+
+impl LineCounts {
+    /// From `Batches::line_counts` (completed, failed, unknown, open) and the batch's size.
+    pub fn new(line_count: i64, counts: (i64, i64, i64, i64)) -> LineCounts {
+        let (completed, failed, unknown, open) = counts;
+        LineCounts {
+            open,
+            completed,
+            failed,
+            unknown,
+            cancelled: (line_count - completed - failed - unknown - open).max(0),
+        }
+    }
+}
+
+/// The background send of a batch, as this server process knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SendState {
+    /// A send of this batch runs now in this server.
+    pub running: bool,
+    /// Why the last background send stopped early, if it did (the batch and its attempts show
+    /// what was done; sending again resumes).
+    pub last_error: Option<String>,
+}
+
+/// A batch with its lines by status and its provider attempts.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BatchDetail {
+    pub batch: Batch,
+    pub lines: LineCounts,
+    pub attempts: Vec<Attempt>,
+    /// Only from the HTTP API: the background send in this server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send: Option<SendState>,
+}
+
+impl BatchDetail {
+    /// Reads a batch, its line counts and attempts.
+    pub async fn read(batches: &Batches, id: i64) -> cva_batches::Result<BatchDetail> {
+        let batch = Batch::from(batches.batch(id).await?);
+        let counts = batches.line_counts(id).await?;
+        let attempts = batches.attempts(id).await?;
+        Ok(BatchDetail {
+            lines: LineCounts::new(batch.line_count, counts),
+            batch,
+            attempts: attempts.into_iter().map(Attempt::from).collect(),
+            send: None,
+        })
+    }
+}
+
+/// Outcomes a send applied.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Applied {
+    pub completed: usize,
+    pub failed: usize,
+    pub unknown: usize,
+    /// Outcomes for lines already resolved: nothing changed for them.
+    pub already_resolved: usize,
+}
+
+/// What a send (or resumed send) achieved.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SendResult {
+    pub batch: Batch,
+    pub attempts: Vec<Attempt>,
+    /// Outcomes applied by this run.
+    pub applied: Applied,
+    /// Lines by status after the run.
+    pub completed: i64,
+    pub failed: i64,
+    pub unknown: i64,
+    pub in_flight: i64,
+    /// Answers of the provider that match no open line: reported, never paid.
+    pub anomalies: Vec<String>,
+}
+
+impl From<SendReport> for SendResult {
+    fn from(r: SendReport) -> SendResult {
+        SendResult {
+            batch: r.batch.into(),
+            attempts: r.attempts.into_iter().map(Attempt::from).collect(),
+            applied: Applied {
+                completed: r.applied.completed,
+                failed: r.applied.failed,
+                unknown: r.applied.unknown,
+                already_resolved: r.applied.already_resolved,
+            },
+            completed: r.completed,
+            failed: r.failed,
+            unknown: r.unknown,
+            in_flight: r.in_flight,
+            anomalies: r.anomalies,
+        }
+    }
+}
+
+/// A provider's money as the ledger holds it (minor units).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Float {
+    pub provider: String,
+    /// gsma-mmapi or file.
+    pub adapter: String,
+    pub currency: String,
+    /// What the provider holds for us (`assets:float:PROVIDER`).
+    #[schema(value_type = i64)]
+    pub float: i128,
+    /// Released to the provider, not yet confirmed or failed
+    /// (`liabilities:in-transit:PROVIDER`).
+    #[schema(value_type = i64)]
+    pub in_transit: i128,
+    /// Fees paid to the provider so far (`expense:fees:PROVIDER`).
+    #[schema(value_type = i64)]
+    pub fees: i128,
+    /// Float left once everything in transit is paid.
+    #[schema(value_type = i64)]
+    pub available: i128,
+}
+
+impl From<FloatView> for Float {
+    fn from(f: FloatView) -> Float {
+        Float {
+            provider: f.provider,
+            adapter: f.adapter,
+            currency: f.currency,
+            float: f.float,
+            in_transit: f.in_transit,
+            fees: f.fees,
+            available: f.available,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cva_access::{UserId, Username};
+
+    fn user(roles: &[Role]) -> User {
+        User {
+            id: UserId(7),
+            username: Username::parse("someone").unwrap_or_else(|e| panic!("{e}")),
+            roles: roles.to_vec(),
+            programmes: Vec::new(),
+            disabled: false,
+        }
+    }
+
+    #[test]
+    fn the_role_matrix() {
+        use Action::*;
+        let po = user(&[Role::ProgrammeOfficer]);
+        let fo = user(&[Role::FinanceOfficer]);
+        let admin = user(&[Role::Admin]);
+        let auditor = user(&[Role::Auditor]);
+        for a in [Create, Submit, Cancel, Reissue] {
+            assert!(a.acting_role(&po).is_some(), "{a:?}");
+            assert!(a.acting_role(&fo).is_none(), "{a:?}");
+            assert!(a.acting_role(&admin).is_none(), "{a:?}");
+        }
+        for a in [Approve, Authorise, Release, Send, FundFloat] {
+            assert!(a.acting_role(&fo).is_some(), "{a:?}");
+            assert!(a.acting_role(&po).is_none(), "{a:?}");
+            assert!(
+                a.acting_role(&admin).is_none(),
+                "admin never moves money: {a:?}"
+            );
+            assert!(a.acting_role(&auditor).is_none(), "{a:?}");
+        }
+        for u in [&po, &fo, &admin, &auditor] {
+            assert!(Read.acting_role(u).is_some());
+        }
+        // Recorded under the role that allows the step, not the most powerful one held.
+        let both = user(&[Role::Admin, Role::FinanceOfficer]);
+        let ctx = Approve
+            .context(&both, "r".into())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (ctx.role.as_str(), ctx.actor_id),
+            ("finance_officer", Some(7))
+        );
+        assert!(Approve
+            .context(&admin, "r".into())
+            .is_err_and(|e| e.contains("finance_officer")));
+    }
+
+    #[test]
+    fn one_send_per_batch_at_a_time() {
+        let p = Payments::default();
+        assert!(p.batches().is_err_and(|e| e == NOT_CONFIGURED));
+        let first = p.start_send(1);
+        assert!(first.is_some());
+        assert!(p.start_send(1).is_none());
+        assert!(p.start_send(2).is_some(), "another batch may send");
+        assert!(p.send_state(1).running);
+        if let Some(s) = first {
+            s.finish(Some("provider: down".into()));
+        }
+        let st = p.send_state(1);
+        assert!(!st.running);
+        assert_eq!(st.last_error.as_deref(), Some("provider: down"));
+        let again = p.start_send(1);
+        assert!(again.is_some());
+        assert_eq!(
+            p.send_state(1).last_error,
+            None,
+            "a new send clears the error"
+        );
+    }
+}
