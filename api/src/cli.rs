@@ -202,6 +202,25 @@ pub enum BatchCommand {
         #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
         format: ShowFormat,
     },
+    /// For a provider that takes files: write the released batch's bulk-payment CSV (records
+    /// the attempt; exporting again writes the same file) (finance_officer). The file holds
+    /// phone numbers: hand it to the provider only.
+    Export {
+        id: i64,
+        /// Where to write the CSV.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// For a provider that takes files: import its result file
+    /// (`reference,status,provider_transaction_id,reason`); every row is checked first and a
+    /// bad file changes nothing (finance_officer).
+    ImportResults {
+        id: i64,
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
     /// A follow-up draft for a sent batch's failed lines (programme_officer).
     Reissue {
         id: i64,

@@ -184,6 +184,39 @@ async fn batch_command(batches: &Batches, me: &Me, cmd: BatchCommand) -> anyhow:
             let b = batches.cancel(b.id, &reason, &ctx).await.map_err(refused)?;
             print_batch(format, &b.into())
         }
+        BatchCommand::Export { id, out } => {
+            let ctx = me.may(Action::Send)?;
+            let b = me.batch(batches, id).await?;
+            let file = batches.export_file(b.id, &ctx).await.map_err(refused)?;
+            std::fs::write(&out, file.content.as_bytes())
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "batch {}: {} lines, total {} (minor units) written to {} as {}; sha256 {}",
+                b.id,
+                file.lines,
+                file.total_minor,
+                out.display(),
+                file.file_name,
+                file.sha256
+            );
+            Ok(())
+        }
+        BatchCommand::ImportResults { id, file, format } => {
+            let ctx = me.may(Action::Send)?;
+            let b = me.batch(batches, id).await?;
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let applied = batches
+                .import_results(b.id, &bytes, &ctx)
+                .await
+                .map_err(refused)?;
+            println!(
+                "batch {}: {} completed, {} failed, {} unknown, {} already resolved",
+                b.id, applied.completed, applied.failed, applied.unknown, applied.already_resolved
+            );
+            let after = me.batch(batches, id).await?;
+            print_batch(format, &after.into())
+        }
         BatchCommand::Reissue { id, format } => {
             let ctx = me.may(Action::Reissue)?;
             let b = me.batch(batches, id).await?;
