@@ -3,19 +3,31 @@
 //!
 //! The cycle: a programme with its budget line and MPCA rule → the fixture Kobo export imported
 //! (personal data sealed, duplicates flagged) → duplicates adjudicated → households verified by a
-//! second person → donor funds and provider floats → entitlements generated under budget control
-//! → payments released to providers → confirmed (with fees) or failed and returned → one
-//! entitlement cancelled by reversal → trial balance and reports.
+//! second person → donor funds recorded → entitlements generated under budget control → the
+//! real payment flow of `cva-batches` against the in-process provider simulator
+//! (`cva_providers::sim`, GSMA Mobile Money API, seed 42, flat fee 100 XOF): a batch prepared
+//! and submitted by a programme officer (the preparer approving it is refused), approved,
+//! authorised and released by as many distinct people as its amount band asks, the provider's
+//! float funded from the bank for the batch total and fees, the batch sent (completions post
+//! in transit → float with the fee; rejections return the amount to the household), the
+//! ledger float checked against the simulator's, failed lines re-issued in a follow-up batch
+//! → one unpaid household's entitlement cancelled by reversal, an over-budget grant and a
+//! second payment refused → trial balance and reports (households still owed: no phone, or
+//! their payment failed).
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chrono::NaiveDate;
+use cva_batches::{Batches, Filters, PaymentsConfig, SendOptions, Step};
 use cva_ledger::account::{AccountCode, Side};
 use cva_ledger::entry::{IdempotencyKey, Line, NewEntry};
 use cva_ledger::money::{Amount, Currency};
 use cva_ledger::{Ledger, LedgerError};
+use cva_providers::sim::{RunningSim, SimConfig, Simulator};
 use indicatif::{ProgressBar, ProgressStyle};
+use rust_decimal::Decimal;
 
 use cva_households::import::ColumnMapping;
 use cva_households::pii::PiiKeys;
@@ -32,29 +44,29 @@ use crate::commands::connect;
 const HOUSEHOLDS_CSV: &str = include_str!("../../fixtures/households.csv");
 const PROGRAMME: &str = "MLI-MPCA-2024";
 const CYCLE: &str = "2024-03";
-const CHUNK: usize = 500;
-/// Flat fee per confirmed payment, in XOF (a provider fee schedule arrives with providers).
+/// The demo's mobile-money provider (serves Orange Mali and Moov Africa Malitel).
+const PROVIDER: &str = "orange-money";
+/// Flat fee per completed payment, in XOF (the provider's schedule and the simulator's).
 const FEE_XOF: i64 = 100;
+/// Environment variable the payments configuration names for the provider token; the demo
+/// sets it in-process to a throw-away value the simulator expects.
+const TOKEN_VAR: &str = "CVA_DEMO_PROVIDER_TOKEN";
+const DEMO_TOKEN: &str = "demo-throwaway-token";
 /// MPCA transfer value by household size band (XOF), monthly, one tranche this cycle.
 const MPCA_RULE: &str = r#"{"modality":"mpca","amount":{"kind":"by_size","bands":[
     {"min_size":1,"max_size":3,"amount":65000},{"min_size":4,"max_size":6,"amount":85000},
     {"min_size":7,"max_size":9,"amount":100000},{"min_size":10,"max_size":null,"amount":120000}]},
     "tranches":1,"rounding":{"unit":25,"mode":"nearest"}}"#;
 
-/// A household to pay this cycle, from the registry.
-#[derive(Debug)]
-struct Household {
-    household_id: String,
-    amount: i64,
-    operator: String,
-    entitlement_id: i64,
+fn actor(name: &str) -> cva_ledger::audit::AuditContext {
+    actor_as(name, "programme_officer")
 }
 
-fn actor(name: &str) -> cva_ledger::audit::AuditContext {
+fn actor_as(name: &str, role: &str) -> cva_ledger::audit::AuditContext {
     cva_ledger::audit::AuditContext {
         actor_id: None,
         actor: format!("demo:{name}"),
-        role: "programme_officer".into(),
+        role: role.into(),
         request_id: "demo".into(),
     }
 }
@@ -105,24 +117,199 @@ impl Ctx {
         )?)
     }
 
-    async fn post_chunked(&self, label: &str, entries: Vec<NewEntry>) -> anyhow::Result<()> {
-        let bar = ProgressBar::new(entries.len() as u64).with_message(label.to_owned());
-        bar.set_style(
-            ProgressStyle::with_template("{msg:<28} [{bar:30}] {pos}/{len} entries {per_sec}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        for chunk in entries.chunks(CHUNK) {
-            self.ledger
-                .post_many(chunk)
-                .await
-                .with_context(|| format!("{label}: batch refused"))?;
-            bar.inc(chunk.len() as u64);
-        }
-        bar.finish();
-        println!("  {label}: {} entries posted", entries.len());
-        Ok(())
+    /// The run's timestamp without `.` and `:`, for references.
+    fn reference(&self) -> String {
+        self.run.replace(['.', ':'], "")
     }
+}
+
+/// What the payment flow did, for the later steps and reports.
+#[derive(Debug, Default)]
+struct Paid {
+    float: String,
+    transit: String,
+    fees: String,
+    /// Households whose payment completed.
+    completed: Vec<i64>,
+    /// Households whose payment failed (their entitlement is still owed).
+    failed: Vec<i64>,
+}
+
+/// The payments configuration of the demo: one GSMA provider at the simulator serving both
+/// Malian operators, a flat fee, one sign-off of each kind up to 50,000,000 XOF and two
+/// approvals above.
+fn payments_config(base_url: &str) -> anyhow::Result<PaymentsConfig> {
+    PaymentsConfig::from_json(&format!(
+        r#"{{"providers": [{{"name": "{PROVIDER}", "adapter": "gsma-mmapi", "base_url": "{base_url}",
+             "credentials": {{"env": "{TOKEN_VAR}"}}, "currency": "XOF",
+             "operators": ["orange-ml", "moov-ml"], "min_amount": "500", "max_amount": "1500000",
+             "fees": {{"flat": "{FEE_XOF}"}}}}],
+            "approvals": [{{"above": "0", "approvals": 1, "authorisations": 1, "releases": 1}},
+                          {{"above": "50000000", "approvals": 2, "authorisations": 1, "releases": 1}}]}}"#
+    ))
+    .context("the demo's payments configuration")
+}
+
+/// Batches of the cycle's due entitlements: prepared, signed off, released, sent to the
+/// simulator; failed lines re-issued.
+async fn pay(reg: &Registry, sim: &RunningSim, ctx: &Ctx) -> anyhow::Result<Paid> {
+    let config = payments_config(&sim.base_url)?;
+    let provider = config
+        .provider(PROVIDER)
+        .context("the demo provider is configured")?
+        .clone();
+    let batches = Batches::new(reg.clone(), config);
+    batches.open_provider_accounts(&actor("admin")).await?;
+    let mut paid = Paid {
+        float: provider.float_account(),
+        transit: provider.in_transit_account(),
+        fees: provider.fees_account(),
+        ..Paid::default()
+    };
+    let preparer = actor("payments-officer");
+    let treasurer = actor_as("treasurer", "finance_officer");
+    let made = batches
+        .create(
+            &Filters {
+                programme: PROGRAMME.into(),
+                cycle: Some(CYCLE.into()),
+                ..Filters::default()
+            },
+            &preparer,
+        )
+        .await?;
+    println!(
+        "  {} batch(es) prepared by {}; {} entitlements left out (no phone or no provider), {} outside the provider's limits",
+        made.batches.len(),
+        preparer.actor,
+        made.no_provider,
+        made.outside_limits
+    );
+    for (i, b) in made.batches.iter().enumerate() {
+        println!(
+            "  batch {}: {} lines to {}, {} XOF + {} XOF fees",
+            b.id, b.line_count, b.provider, b.total, b.fees
+        );
+        let need = Amount::from_minor(b.total + b.fees, ctx.xof).number();
+        let f = batches
+            .fund_float(
+                &b.provider,
+                &need,
+                "assets:bank",
+                &format!("BANK-TT-{}-{}", ctx.reference(), b.id),
+                &treasurer,
+            )
+            .await?;
+        println!(
+            "  float of {} funded from assets:bank with {need} XOF (float now {} XOF)",
+            b.provider, f.float
+        );
+        let v = batches.submit(b.id, &preparer).await?;
+        println!(
+            "  submitted by {}: needs {} approval(s), {} authorisation(s), {} release(s)",
+            preparer.actor,
+            v.approvals_required.unwrap_or(1),
+            v.authorisations_required.unwrap_or(1),
+            v.releases_required.unwrap_or(1)
+        );
+        if i == 0 {
+            match batches.sign(b.id, Step::Approve, &preparer).await {
+                Err(e) => println!("  the preparer approving their own batch: refused ({e})"),
+                Ok(_) => bail!("expected the preparer's approval to be refused"),
+            }
+        }
+        let steps = [
+            (
+                Step::Approve,
+                v.approvals_required,
+                "finance-officer",
+                "finance_officer",
+            ),
+            (
+                Step::Authorise,
+                v.authorisations_required,
+                "head-of-finance",
+                "finance_manager",
+            ),
+            (
+                Step::Release,
+                v.releases_required,
+                "country-director",
+                "country_director",
+            ),
+        ];
+        for (step, required, who, role) in steps {
+            let mut names = Vec::new();
+            let mut status = String::new();
+            for k in 1..=required.unwrap_or(1).max(1) {
+                let signer = actor_as(&format!("{who}-{k}"), role);
+                status = batches.sign(b.id, step, &signer).await?.status;
+                names.push(signer.actor);
+            }
+            println!(
+                "  {}: signed by {} → {status}",
+                step.as_str(),
+                names.join(", ")
+            );
+        }
+        let spin = ProgressBar::new_spinner()
+            .with_message(format!("sending batch {} to {}", b.id, b.provider));
+        spin.enable_steady_tick(Duration::from_millis(100));
+        let sent = batches
+            .send(
+                b.id,
+                &SendOptions {
+                    poll_interval: Duration::from_millis(20),
+                    settle_timeout: Duration::from_secs(60),
+                    ..SendOptions::default()
+                },
+                &treasurer,
+            )
+            .await;
+        spin.finish_and_clear();
+        let report = sent?;
+        println!(
+            "  sent in {} provider request(s): {} completed, {} failed, {} unknown; batch {}",
+            report.attempts.len(),
+            report.completed,
+            report.failed,
+            report.unknown,
+            report.batch.status
+        );
+        for l in batches.lines(b.id).await? {
+            match l.status.as_str() {
+                "completed" => paid.completed.push(l.household),
+                "failed" => paid.failed.push(l.household),
+                _ => {}
+            }
+        }
+        if report.failed > 0 {
+            let f = batches.reissue(b.id, &preparer).await?;
+            println!(
+                "  {} failed line(s) re-issued in follow-up batch {} ({} lines, {} XOF, {})",
+                report.failed, f.id, f.line_count, f.total, f.status
+            );
+        } else {
+            println!(
+                "  no line failed (no fixture phone ends in a simulator rejection code): nothing to re-issue"
+            );
+        }
+    }
+    let fv = batches.float(PROVIDER).await?;
+    println!(
+        "  {PROVIDER}: float {} XOF, in transit {} XOF, fees {} XOF",
+        fv.float, fv.in_transit, fv.fees
+    );
+    let sim_float = sim.state().float_balance;
+    let ledger_float = Decimal::from(i64::try_from(fv.float).unwrap_or(i64::MAX));
+    if ledger_float == sim_float {
+        println!("  the ledger float equals the simulator's float ({sim_float} XOF)");
+    } else {
+        println!(
+            "  the ledger float ({ledger_float} XOF) differs from the simulator's ({sim_float} XOF): earlier runs in this database"
+        );
+    }
+    Ok(paid)
 }
 
 pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result<()> {
@@ -296,11 +483,7 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
     println!("  {verified} households verified by {}", checker.actor);
 
     let budget_line = format!("funds:{PROGRAMME}:mpca");
-    let entitlement =
-        |h: &Household| household_account(PROGRAMME, h.household_id.parse().unwrap_or_default());
-    let float = |p: &str| format!("assets:float:{p}");
-    let transit = |p: &str| format!("liabilities:in-transit:{p}");
-    let fees = |p: &str| format!("expense:fees:{p}");
+    let entitlement = |household: i64| household_account(PROGRAMME, household);
 
     println!("\n3. Donor funds and entitlements under budget control");
     let funding = reg
@@ -308,9 +491,9 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
             &programme,
             "mpca",
             "400000000",
-            &format!("ECHO-TT-{}", ctx.run.replace(['.', ':'], "")),
+            &format!("ECHO-TT-{}", ctx.reference()),
             ctx.date,
-            &actor("finance-officer"),
+            &actor_as("finance-officer", "finance_officer"),
         )
         .await?;
     println!("  donor funds recorded: entry {}", funding.id());
@@ -324,7 +507,6 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
     let ents = reg
         .cycle_entitlements(&programme, CYCLE, Modality::Mpca)
         .await?;
-    let mut households: Vec<Household> = Vec::with_capacity(ents.len());
     let mut after_id = 0;
     let mut operators = std::collections::HashMap::new();
     loop {
@@ -341,116 +523,55 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
             operators.insert(h.id, h.operator.unwrap_or_default());
         }
     }
+    // Households with a phone are paid by mobile money; the others (paid another way, not in
+    // this demo) stay owed. The simulator's float starts at what the payable ones need.
+    let (mut payable_need, mut no_phone) = (0i64, Vec::new());
     for e in ents.iter().filter(|e| e.status == "granted") {
-        let operator = operators.get(&e.household_id).cloned().unwrap_or_default();
-        if operator.is_empty() {
-            continue; // no phone number: paid another way (not in this demo)
-        }
-        households.push(Household {
-            household_id: e.household_id.to_string(),
-            amount: e.amount,
-            operator,
-            entitlement_id: e.id,
-        });
-    }
-    let mut providers: Vec<String> = households.iter().map(|h| h.operator.clone()).collect();
-    providers.sort();
-    providers.dedup();
-    let per_provider = |p: &str| -> i64 {
-        households
-            .iter()
-            .filter(|h| h.operator == p)
-            .map(|h| h.amount + FEE_XOF)
-            .sum()
-    };
-    let mut setup = Vec::new();
-    for p in &providers {
-        let need = per_provider(p);
-        setup.push(ctx.entry(
-            &format!("float-topup-{p}"),
-            &format!("Provider float topped up: {p}"),
-            &[
-                (&float(p), Side::Debit, need),
-                ("assets:bank", Side::Credit, need),
-            ],
-        )?);
-    }
-    ctx.post_chunked("provider floats", setup).await?;
-
-    // One household in fifty is left unpaid this cycle (e.g. not yet reachable).
-    let paid: Vec<&Household> = households
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % 50 != 49)
-        .map(|(_, h)| h)
-        .collect();
-    println!("\n3. Payments released to providers");
-    let releases: Vec<NewEntry> = paid
-        .iter()
-        .map(|h| {
-            ctx.entry(
-                &format!("release-{}", h.household_id),
-                &format!("Payment released to {}: {}", h.operator, h.household_id),
-                &[
-                    (&entitlement(h), Side::Debit, h.amount),
-                    (&transit(&h.operator), Side::Credit, h.amount),
-                ],
-            )
-        })
-        .collect::<anyhow::Result<_>>()?;
-    ctx.post_chunked("payments released", releases).await?;
-
-    println!("\n4. Provider results: confirmed (with fees) or failed and returned");
-    let mut results = Vec::with_capacity(paid.len());
-    let mut failed: Vec<&Household> = Vec::new();
-    for (i, h) in paid.iter().enumerate() {
-        let v = h.amount;
-        if i % 97 == 13 {
-            failed.push(h);
-            results.push(ctx.entry(
-                &format!("failed-{}", h.household_id),
-                &format!(
-                    "Payment failed (account not registered), returned: {}",
-                    h.household_id
-                ),
-                &[
-                    (&transit(&h.operator), Side::Debit, v),
-                    (&entitlement(h), Side::Credit, v),
-                ],
-            )?);
+        if operators
+            .get(&e.household_id)
+            .is_some_and(|o| !o.is_empty())
+        {
+            payable_need += e.amount + FEE_XOF;
         } else {
-            results.push(ctx.entry(
-                &format!("confirmed-{}", h.household_id),
-                &format!("Payment confirmed by {}: {}", h.operator, h.household_id),
-                &[
-                    (&transit(&h.operator), Side::Debit, v),
-                    (&float(&h.operator), Side::Credit, v),
-                    (&fees(&h.operator), Side::Debit, FEE_XOF),
-                    (&float(&h.operator), Side::Credit, FEE_XOF),
-                ],
-            )?);
+            no_phone.push(e);
         }
     }
-    ctx.post_chunked("provider results", results).await?;
+
+    println!("\n4. Payments: a batch prepared, signed off, released and sent to the provider");
+    std::env::set_var(TOKEN_VAR, DEMO_TOKEN);
+    let sim = Simulator::spawn(
+        SimConfig {
+            seed: 42,
+            float_balance: Decimal::from(payable_need.max(0)),
+            fee: Decimal::from(FEE_XOF),
+            api_key: Some(DEMO_TOKEN.into()),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse()?,
+    )
+    .await
+    .context("starting the provider simulator")?;
     println!(
-        "  {} confirmed, {} failed and returned to the household",
-        paid.len() - failed.len(),
-        failed.len()
+        "  provider simulator (GSMA Mobile Money API) at {}, float {payable_need} XOF",
+        sim.base_url
     );
+    let paid = pay(&reg, &sim, &ctx).await;
+    sim.shutdown().await;
+    let paid = paid?;
 
     println!("\n5. Corrections and safeguards");
-    if let Some(h) = failed.first() {
+    if let Some(e) = no_phone.first() {
         let c = reg
             .cancel_entitlement(
-                h.entitlement_id,
+                e.id,
                 "household relocated out of the programme area",
                 &officer,
             )
             .await?;
         println!(
-            "  entitlement {} of household {} cancelled by reversal {}",
+            "  entitlement {} of household {} (unpaid: no phone) cancelled by reversal {}",
             c.id,
-            h.household_id,
+            e.household_id,
             c.cancel_entry_id.map(|u| u.to_string()).unwrap_or_default()
         );
     }
@@ -480,21 +601,22 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
         }
         other => bail!("expected the over-budget grant to be refused, got {other:?}"),
     }
-    if let Some(h) = paid
-        .iter()
-        .find(|h| !failed.iter().any(|f| f.household_id == h.household_id))
-    {
+    if let Some(&h) = paid.completed.first() {
+        let amount = ents
+            .iter()
+            .find(|e| e.household_id == h)
+            .map_or(1, |e| e.amount);
         let again = ctx.entry(
-            &format!("release-again-{}", h.household_id),
+            &format!("release-again-{h}"),
             "Second payment attempt for an already-paid household",
             &[
-                (&entitlement(h), Side::Debit, h.amount),
-                (&transit(&h.operator), Side::Credit, h.amount),
+                (&entitlement(h), Side::Debit, amount),
+                (&paid.transit, Side::Credit, amount),
             ],
         )?;
         match ctx.ledger.post(again).await {
             Err(e @ LedgerError::InsufficientBalance { .. }) => {
-                println!("  paying {} twice: refused ({e})", h.household_id)
+                println!("  paying household {h} twice: refused ({e})")
             }
             other => bail!("expected the double payment to be refused, got {other:?}"),
         }
@@ -514,21 +636,18 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
         report.accounts_checked, report.entries_checked
     );
 
-    let shown: Vec<String> = vec!["assets:bank".into(), budget_line.clone()]
-        .into_iter()
-        .chain(providers.iter().map(|p| float(p)))
-        .chain(providers.first().map(|p| transit(p)))
-        .chain(providers.first().map(|p| fees(p)))
-        .chain(households.first().map(&entitlement))
-        .chain(failed.get(1).map(|h| entitlement(h)))
-        .chain(
-            households
-                .iter()
-                .enumerate()
-                .find(|(i, _)| i % 50 == 49)
-                .map(|(_, h)| entitlement(h)),
-        )
-        .collect();
+    let shown: Vec<String> = vec![
+        "assets:bank".into(),
+        budget_line.clone(),
+        paid.float.clone(),
+        paid.transit.clone(),
+        paid.fees.clone(),
+    ]
+    .into_iter()
+    .chain(paid.completed.first().map(|&h| entitlement(h)))
+    .chain(paid.failed.first().map(|&h| entitlement(h)))
+    .chain(no_phone.get(1).map(|e| entitlement(e.household_id)))
+    .collect();
     println!();
     let mut rows = Vec::new();
     for code in &shown {
