@@ -204,8 +204,8 @@ async fn batch_command(batches: &Batches, me: &Me, cmd: BatchCommand) -> anyhow:
         BatchCommand::ImportResults { id, file, format } => {
             let ctx = me.may(Action::Send)?;
             let b = me.batch(batches, id).await?;
-            let bytes = std::fs::read(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let applied = batches
                 .import_results(b.id, &bytes, &ctx)
                 .await
