@@ -436,7 +436,7 @@ impl Batches {
         let exponent = cva_ledger::money::Currency::parse(&b.currency)
             .map_err(|e| RegistryError::Corrupt(e.to_string()))?
             .exponent();
-        let band = self.config.band(b.total, exponent);
+        let band = self.config.band_for(&b.programme, b.total, exponent);
         let at = now();
         write_tx!(self.registry.ledger(), |tx| {
             let n = sqlx::query(

@@ -187,8 +187,11 @@ pub struct ApprovalBand {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaymentsConfig {
     pub providers: Vec<Provider>,
-    /// Sorted by `above`, the first one at 0.
+    /// The default bands, sorted by `above`, the first one at 0.
     pub approvals: Vec<ApprovalBand>,
+    /// Bands of programmes that have their own (programme code → bands, validated the same
+    /// way); other programmes use [`PaymentsConfig::approvals`].
+    pub programme_approvals: std::collections::BTreeMap<String, Vec<ApprovalBand>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +199,29 @@ pub struct PaymentsConfig {
 struct RawConfig {
     providers: Vec<RawProvider>,
     approvals: Vec<ApprovalBand>,
+    #[serde(default)]
+    programme_approvals: std::collections::BTreeMap<String, Vec<ApprovalBand>>,
+}
+
+/// Sorts and checks one list of bands; `field` names it in errors.
+fn bands(mut approvals: Vec<ApprovalBand>, field: &str) -> Result<Vec<ApprovalBand>, ConfigError> {
+    approvals.sort_by_key(|b| b.above);
+    match approvals.first() {
+        Some(b) if b.above == Decimal::ZERO => {}
+        _ => return Err(err(field, "the first band must start at `above: \"0\"`")),
+    }
+    for (i, b) in approvals.iter().enumerate() {
+        if b.approvals == 0 || b.authorisations == 0 || b.releases == 0 {
+            return Err(err(
+                format!("{field}[{i}]"),
+                "each step needs at least one person",
+            ));
+        }
+        if i > 0 && approvals[i - 1].above == b.above {
+            return Err(err(format!("{field}[{i}].above"), "two bands start here"));
+        }
+    }
+    Ok(approvals)
 }
 
 impl PaymentsConfig {
@@ -322,31 +348,16 @@ impl PaymentsConfig {
                 fees: p.fees,
             });
         }
-        let mut approvals = raw.approvals;
-        approvals.sort_by_key(|b| b.above);
-        match approvals.first() {
-            Some(b) if b.above == Decimal::ZERO => {}
-            _ => {
-                return Err(err(
-                    "approvals",
-                    "the first band must start at `above: \"0\"`",
-                ))
-            }
-        }
-        for (i, b) in approvals.iter().enumerate() {
-            if b.approvals == 0 || b.authorisations == 0 || b.releases == 0 {
-                return Err(err(
-                    format!("approvals[{i}]"),
-                    "each step needs at least one person",
-                ));
-            }
-            if i > 0 && approvals[i - 1].above == b.above {
-                return Err(err(format!("approvals[{i}].above"), "two bands start here"));
-            }
+        let approvals = bands(raw.approvals, "approvals")?;
+        let mut programme_approvals = std::collections::BTreeMap::new();
+        for (code, list) in raw.programme_approvals {
+            let checked = bands(list, &format!("programme_approvals.{code}"))?;
+            programme_approvals.insert(code, checked);
         }
         Ok(PaymentsConfig {
             providers,
             approvals,
+            programme_approvals,
         })
     }
 
@@ -361,19 +372,29 @@ impl PaymentsConfig {
         self.providers.iter().find(|p| p.name == name)
     }
 
-    /// The band of a batch total (minor units of a currency with `exponent` decimals): the
-    /// highest band whose `above` the total exceeds (or the first).
+    /// The band of a batch total (minor units of a currency with `exponent` decimals) under
+    /// the default bands: the highest band whose `above` the total exceeds (or the first).
     pub fn band(&self, total_minor: i64, exponent: u32) -> ApprovalBand {
+        self.band_for("", total_minor, exponent)
+    }
+
+    /// The band of a batch total of `programme`: its own bands if it has some, else the
+    /// default ones.
+    pub fn band_for(&self, programme: &str, total_minor: i64, exponent: u32) -> ApprovalBand {
+        let approvals = self
+            .programme_approvals
+            .get(programme)
+            .unwrap_or(&self.approvals);
         let total = Decimal::new(total_minor, exponent);
         // Validated configurations have a band at 0; a hand-built empty one asks for the most
         // cautious default rather than none.
-        let mut band = self.approvals.first().copied().unwrap_or(ApprovalBand {
+        let mut band = approvals.first().copied().unwrap_or(ApprovalBand {
             above: Decimal::ZERO,
             approvals: 1,
             authorisations: 1,
             releases: 1,
         });
-        for b in &self.approvals {
+        for b in approvals {
             if total > b.above {
                 band = *b;
             }
@@ -415,6 +436,28 @@ mod tests {
         // Bands sorted; "above" is strict.
         assert_eq!(c.band(10_000_000, 0).authorisations, 1);
         assert_eq!(c.band(10_000_001, 0).authorisations, 2);
+        assert_eq!(c.band_for("OTHER", 10_000_001, 0).authorisations, 2);
+    }
+
+    #[test]
+    fn a_programme_can_have_its_own_bands() {
+        let c = with(
+            r#""approvals": ["#,
+            r#""programme_approvals": {"MLI-CFW-24": [{"above": "0", "approvals": 1, "authorisations": 1, "releases": 1},
+               {"above": "1000000", "approvals": 3, "authorisations": 2, "releases": 2}]},
+               "approvals": ["#,
+        )
+        .unwrap();
+        assert_eq!(c.band_for("MLI-CFW-24", 1_000_001, 0).approvals, 3);
+        assert_eq!(c.band_for("MLI-CFW-24", 1_000_000, 0).approvals, 1);
+        assert_eq!(c.band_for("MLI-MPCA-24", 10_000_001, 0).authorisations, 2);
+        let e = with(
+            r#""approvals": ["#,
+            r#""programme_approvals": {"P": [{"above": "5", "approvals": 1, "authorisations": 1, "releases": 1}]},
+               "approvals": ["#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "programme_approvals.P");
     }
 
     #[test]

@@ -319,3 +319,35 @@ async fn batches_split_by_provider_and_size_and_need_four_eyes() {
     }
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_programme_with_its_own_bands_needs_more_sign_offs() {
+    let (db, reg, _) = setup().await;
+    let strict = CONFIG.replacen(
+        r#""approvals": ["#,
+        &format!(
+            r#""programme_approvals": {{"{P}": [{{"above": "0", "approvals": 1, "authorisations": 2, "releases": 2}}]}},
+               "approvals": ["#
+        ),
+        1,
+    );
+    let batches = Batches::new(reg.clone(), PaymentsConfig::from_json(&strict).unwrap());
+    let prep = ctx("preparer");
+    let made = batches.create(&filters(1), &prep).await.unwrap();
+    let id = made.batches[0].id;
+    let b = batches.submit(id, &prep).await.unwrap();
+    assert_eq!(
+        (
+            b.approvals_required,
+            b.authorisations_required,
+            b.releases_required
+        ),
+        (Some(1), Some(2), Some(2))
+    );
+    batches.sign(id, Step::Approve, &ctx("ana")).await.unwrap();
+    let b = batches.sign(id, Step::Authorise, &ctx("bo")).await.unwrap();
+    assert_eq!(b.status, "approved", "one authorisation of two");
+    let b = batches.sign(id, Step::Authorise, &ctx("cy")).await.unwrap();
+    assert_eq!(b.status, "authorised");
+    db.cleanup().await;
+}
