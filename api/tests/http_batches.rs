@@ -12,22 +12,17 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use chrono::NaiveDate;
 use cva_access::password::Password;
 use cva_access::{NewUser, Role, TokenKeys, Username};
 use cva_api::http::auth::AppState;
 use cva_api::http::startup;
 use cva_api::payments::Payments;
 use cva_batches::{Batches, PaymentsConfig, SendOptions};
-use cva_households::import::ColumnMapping;
 use cva_households::msisdn::OperatorTable;
 use cva_households::pii::PiiKeys;
 use cva_ledger::audit::{AuditContext, AuditQuery};
 use cva_ledger::testing::{assert_books_sound, bal, entry_count, TestDb};
-use cva_programmes::rules::{Modality, Rule};
 use cva_providers::sim::{RunningSim, SimConfig, Simulator};
-use cva_registry::households::{HouseholdQuery, Reveal, StatusAction};
-use cva_registry::programmes::NewProgramme;
 use cva_registry::Registry;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -35,7 +30,6 @@ use tower::ServiceExt;
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test";
 const PASSWORD: &str = "correct horse battery staple";
 const P: &str = "MLI-MPCA-24";
-const HEADER: &str = "start,end,today,enumerator,consent,household/head_name,household/head_sex,household/head_birth_year,household/size,household/displacement_status,location/region,location/cercle,location/commune,contact/msisdn,identity/national_id,identity/biometric_ref,_id,_uuid,_submission_time,_index";
 
 fn ctx(actor: &str) -> AuditContext {
     AuditContext {
@@ -44,12 +38,6 @@ fn ctx(actor: &str) -> AuditContext {
         role: "operator".into(),
         request_id: "test".into(),
     }
-}
-
-fn row(n: u32, name: &str, msisdn: &str) -> String {
-    format!(
-        "2024-03-01T08:00:00,2024-03-01T08:20:00,2024-03-01,enum-01,yes,{name},female,19{n}0,{n},idp,ML05,ML0501,ML05010{n},{msisdn},NINA000000000{n}A,,{n},6f1c2a4e-8d3b-4c5a-9e7f-{n:012},2024-03-01T10:22:33,{n}"
-    )
 }
 
 /// Orange (gsma-mmapi, the simulator) and Moov (file adapter); one person per step.
@@ -71,69 +59,18 @@ fn config(base_url: &str, token_file: &str) -> String {
 /// (the simulator pays 1 and 2; 3's number ends in 0001, which it rejects), 4 and 5 on Moov,
 /// 6 without a phone.
 async fn entitlements(reg: &Registry) {
-    let admin = ctx("setup");
-    reg.create_programme(
-        NewProgramme {
-            code: P.into(),
-            name: "MPCA Mopti 2024".into(),
-            donor: "ECHO".into(),
-            grant_ref: "ECHO/2024/1".into(),
-            currency: "XOF".into(),
-            reporting_currency: "EUR".into(),
-            starts_on: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
-            ends_on: NaiveDate::from_ymd_opt(2024, 12, 31).unwrap(),
-            regions: vec!["ML05".into()],
-        },
-        &admin,
-    )
-    .await
-    .unwrap();
-    reg.add_budget_line(P, "mpca", Modality::Mpca, "1000000", &admin)
-        .await
-        .unwrap();
-    let date = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
-    reg.fund_budget_line(P, "mpca", "1000000", "ECHO-1", date, &admin)
-        .await
-        .unwrap();
-    let rule = Rule::from_json(
-        r#"{"modality":"mpca","amount":{"kind":"flat","amount":20000},"tranches":1,"rounding":{"unit":25,"mode":"nearest"}}"#,
-    )
-    .unwrap();
-    reg.add_rule(P, rule, &admin).await.unwrap();
-    let rows = [
-        row(1, "Awa Sangare", "+223 76 10 00 11"),
-        row(2, "Bakary Cisse", "+223 76 10 00 12"),
-        row(3, "Mamadou Sidibe", "+223 76 10 00 01"),
-        row(4, "Fatoumata Diallo", "+223 66 10 00 13"),
-        row(5, "Ibrahim Maiga", "+223 66 10 00 14"),
-        row(6, "Kadiatou Toure", ""),
-    ];
-    let csv = format!("{HEADER}\n{}\n", rows.join("\n"));
-    let r = reg
-        .import_households(
-            P,
-            csv.as_bytes(),
-            &ColumnMapping::kobo_default(),
-            false,
-            &ctx("enumerator"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.created, 6, "{r:?}");
-    let q = HouseholdQuery {
-        limit: 100,
-        ..HouseholdQuery::default()
-    };
-    for h in reg.households(P, &q, Reveal::Full).await.unwrap() {
-        reg.set_status(h.id, StatusAction::Verify, None, &ctx("checker"))
-            .await
-            .unwrap();
-    }
-    let g = reg
-        .generate_entitlements(P, "2024-03", Modality::Mpca, date, &ctx("setup"))
-        .await
-        .unwrap();
-    assert_eq!(g.created, 6);
+    let phones: Vec<String> = [
+        "+223 76 10 00 11",
+        "+223 76 10 00 12",
+        "+223 76 10 00 01",
+        "+223 66 10 00 13",
+        "+223 66 10 00 14",
+        "",
+    ]
+    .iter()
+    .map(|p| (*p).to_owned())
+    .collect();
+    cva_batches::testing::entitlements(reg, &phones).await;
 }
 
 struct Api {

@@ -27,6 +27,8 @@ pub mod mmapi;
 pub mod outcomes;
 pub mod provider;
 pub mod send;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -5,20 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use chrono::NaiveDate;
-use cva_batches::{Batches, Filters, PaymentsConfig, Step};
-use cva_households::import::ColumnMapping;
-use cva_households::msisdn::OperatorTable;
-use cva_households::pii::PiiKeys;
-use cva_ledger::audit::{AuditContext, AuditQuery};
-use cva_ledger::testing::{assert_books_sound, bal, entry_count, transfer, TestDb};
-use cva_programmes::rules::{Modality, Rule};
-use cva_registry::households::{HouseholdQuery, Reveal, StatusAction};
-use cva_registry::programmes::NewProgramme;
-use cva_registry::{Registry, RegistryError};
+mod common;
 
-const P: &str = "MLI-MPCA-24";
-const HEADER: &str = "start,end,today,enumerator,consent,household/head_name,household/head_sex,household/head_birth_year,household/size,household/displacement_status,location/region,location/cercle,location/commune,contact/msisdn,identity/national_id,identity/biometric_ref,_id,_uuid,_submission_time,_index";
+use common::{ctx, P};
+use cva_batches::{Batches, Filters, PaymentsConfig, Step};
+use cva_ledger::audit::AuditQuery;
+use cva_ledger::testing::{assert_books_sound, bal, entry_count, transfer, TestDb};
+use cva_registry::{Registry, RegistryError};
 
 const CONFIG: &str = r#"{
   "providers": [
@@ -34,98 +27,23 @@ const CONFIG: &str = r#"{
   ]
 }"#;
 
-fn ctx(actor: &str) -> AuditContext {
-    AuditContext {
-        actor_id: None,
-        actor: actor.into(),
-        role: "finance_officer".into(),
-        request_id: "test".into(),
-    }
-}
-
-fn row(n: u32, name: &str, msisdn: &str) -> String {
-    format!(
-        "2024-03-01T08:00:00,2024-03-01T08:20:00,2024-03-01,enum-01,yes,{name},female,19{n}0,{n},idp,ML05,ML0501,ML05010{n},{msisdn},NINA000000000{n}A,,{n},6f1c2a4e-8d3b-4c5a-9e7f-{n:012},2024-03-01T10:22:33,{n}"
-    )
-}
-
 /// Six verified households with entitlements of 20,000 XOF: 1, 2 and 6 on Orange (76…), 3 and
 /// 4 on Moov (66…), 5 without a phone.
 async fn setup() -> (TestDb, Registry, Batches) {
-    let db = TestDb::new().await;
-    let (keys, _) = PiiKeys::generate();
-    let reg = Registry::new(
-        db.ledger.clone(),
-        keys,
-        OperatorTable::default_table(),
-        "223",
-    );
-    let admin = ctx("admin");
-    reg.create_programme(
-        NewProgramme {
-            code: P.into(),
-            name: "MPCA Mopti 2024".into(),
-            donor: "ECHO".into(),
-            grant_ref: "ECHO/2024/1".into(),
-            currency: "XOF".into(),
-            reporting_currency: "EUR".into(),
-            starts_on: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
-            ends_on: NaiveDate::from_ymd_opt(2024, 12, 31).unwrap(),
-            regions: vec!["ML05".into()],
-        },
-        &admin,
-    )
-    .await
-    .unwrap();
-    reg.add_budget_line(P, "mpca", Modality::Mpca, "1000000", &admin)
-        .await
-        .unwrap();
-    let date = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
-    reg.fund_budget_line(P, "mpca", "1000000", "ECHO-1", date, &admin)
-        .await
-        .unwrap();
-    let rule = Rule::from_json(
-        r#"{"modality":"mpca","amount":{"kind":"flat","amount":20000},"tranches":1,"rounding":{"unit":25,"mode":"nearest"}}"#,
-    )
-    .unwrap();
-    reg.add_rule(P, rule, &admin).await.unwrap();
-    let rows = [
-        row(1, "Awa Sangare", "+223 76 10 00 01"),
-        row(2, "Bakary Cisse", "+223 76 10 00 02"),
-        row(3, "Fatoumata Diallo", "+223 66 10 00 03"),
-        row(4, "Ibrahim Maiga", "+223 66 10 00 04"),
-        row(5, "Kadiatou Toure", ""),
-        row(6, "Mamadou Sidibe", "+223 76 10 00 06"),
-    ];
-    let csv = format!("{HEADER}\n{}\n", rows.join("\n"));
-    let officer = ctx("officer");
-    let r = reg
-        .import_households(
-            P,
-            csv.as_bytes(),
-            &ColumnMapping::kobo_default(),
-            false,
-            &officer,
-        )
-        .await
-        .unwrap();
-    assert_eq!((r.created, r.flags.households_flagged), (6, 0), "{r:?}");
-    let q = HouseholdQuery {
-        limit: 100,
-        ..HouseholdQuery::default()
-    };
-    for h in reg.households(P, &q, Reveal::Full).await.unwrap() {
-        reg.set_status(h.id, StatusAction::Verify, None, &ctx("checker"))
-            .await
-            .unwrap();
-    }
-    let g = reg
-        .generate_entitlements(P, "2024-03", Modality::Mpca, date, &officer)
-        .await
-        .unwrap();
-    assert_eq!(g.created, 6);
+    let phones: Vec<String> = [
+        "+223 76 10 00 01",
+        "+223 76 10 00 02",
+        "+223 66 10 00 03",
+        "+223 66 10 00 04",
+        "",
+        "+223 76 10 00 06",
+    ]
+    .iter()
+    .map(|p| (*p).to_owned())
+    .collect();
+    let (db, reg) = common::households(&phones).await;
     let batches = Batches::new(reg.clone(), PaymentsConfig::from_json(CONFIG).unwrap());
-    batches.open_provider_accounts(&admin).await.unwrap();
+    batches.open_provider_accounts(&ctx("admin")).await.unwrap();
     (db, reg, batches)
 }
 
