@@ -16,11 +16,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chrono::{DateTime, Utc};
 use cva_access::{Role, User};
 use cva_batches::provider::AdapterKind;
-use cva_batches::{AttemptView, BatchView, Batches, CreationReport, Filters, FloatView, LineView};
-use cva_batches::{SendOptions, SendReport};
+use cva_batches::SendOptions;
+use cva_batches::{BatchView, Batches, Filters};
 use cva_ledger::audit::AuditContext;
 use cva_programmes::rules::Modality;
 use cva_registry::RegistryError;
@@ -280,149 +279,11 @@ impl Drop for RunningSend {
 
 // ---- what the CLI and the API print ----------------------------------------------------------
 
-/// One sign-off.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Signoff {
-    /// approve, authorise or release.
-    pub step: String,
-    /// The username of who signed.
-    pub by: String,
-}
-
-/// A payment batch. Amounts are in minor units of `currency`.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct Batch {
-    pub id: i64,
-    pub programme: String,
-    pub provider: String,
-    pub currency: String,
-    /// draft, submitted, approved, authorised, released, sending, completed,
-    /// partially_completed, failed or cancelled.
-    pub status: String,
-    pub line_count: i64,
-    pub total: i64,
-    pub fees: i64,
-    /// Sign-offs each step needs (fixed at submission from the approval bands).
-    pub approvals_required: Option<i32>,
-    pub authorisations_required: Option<i32>,
-    pub releases_required: Option<i32>,
-    /// The username of who prepared it (who alone submits it, and who never signs it).
-    pub prepared_by: String,
-    /// The batch whose failed lines this one re-issues.
-    pub follow_up_of: Option<i64>,
-    /// In the order they were given.
-    pub signoffs: Vec<Signoff>,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<BatchView> for Batch {
-    fn from(b: BatchView) -> Batch {
-        Batch {
-            id: b.id,
-            programme: b.programme,
-            provider: b.provider,
-            currency: b.currency,
-            status: b.status,
-            line_count: b.line_count,
-            total: b.total,
-            fees: b.fees,
-            approvals_required: b.approvals_required,
-            authorisations_required: b.authorisations_required,
-            releases_required: b.releases_required,
-            prepared_by: b.prepared_by,
-            follow_up_of: b.follow_up_of,
-            signoffs: b
-                .signoffs
-                .into_iter()
-                .map(|(step, by)| Signoff { step, by })
-                .collect(),
-            created_at: b.created_at,
-        }
-    }
-}
-
-/// What a creation did.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Creation {
-    /// The draft batches created (none when nothing was due).
-    pub batches: Vec<Batch>,
-    /// Due entitlements left out: no configured provider serves the household's operator (or
-    /// the household has no phone).
-    pub no_provider: usize,
-    /// Left out: the amount is outside the provider's per-transaction limits.
-    pub outside_limits: usize,
-}
-
-impl From<CreationReport> for Creation {
-    fn from(r: CreationReport) -> Creation {
-        Creation {
-            batches: r.batches.into_iter().map(Batch::from).collect(),
-            no_provider: r.no_provider,
-            outside_limits: r.outside_limits,
-        }
-    }
-}
-
-/// One line of a batch: no personal data, the household is its id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Line {
-    pub id: i64,
-    pub entitlement: i64,
-    pub household: i64,
-    /// Minor units.
-    pub amount: i64,
-    pub fee: i64,
-    /// pending, in_flight, completed, failed, unknown or cancelled.
-    pub status: String,
-    pub provider_transaction_id: Option<String>,
-    pub failure_code: Option<String>,
-    /// Who resolved the line: provider, file or statement.
-    pub resolved_by: Option<String>,
-}
-
-impl From<LineView> for Line {
-    fn from(l: LineView) -> Line {
-        Line {
-            id: l.id,
-            entitlement: l.entitlement,
-            household: l.household,
-            amount: l.amount,
-            fee: l.fee,
-            status: l.status,
-            provider_transaction_id: l.provider_transaction_id,
-            failure_code: l.failure_code,
-            resolved_by: l.resolved_by,
-        }
-    }
-}
-
-/// One submission of lines to the provider.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Attempt {
-    pub id: i64,
-    /// Our `X-CorrelationID`: a re-send always reuses it.
-    pub correlation_id: String,
-    /// recorded, accepted, settled, refused or unknown.
-    pub status: String,
-    pub line_count: i64,
-    pub tries: i64,
-    pub provider_batch_id: Option<String>,
-    pub last_error: Option<String>,
-}
-
-impl From<AttemptView> for Attempt {
-    fn from(a: AttemptView) -> Attempt {
-        Attempt {
-            id: a.id,
-            correlation_id: a.correlation_id,
-            status: a.status,
-            line_count: a.line_count,
-            tries: a.tries,
-            provider_batch_id: a.provider_batch_id,
-            last_error: a.last_error,
-        }
-    }
-}
+// The batches crate's views, under the names the API documents.
+pub use cva_batches::{
+    Applied, AttemptView as Attempt, BatchView as Batch, CreationReport as Creation,
+    FloatView as Float, LineView as Line, SendReport as SendResult, Signoff,
+};
 
 /// Lines of a batch by status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -474,97 +335,15 @@ pub struct BatchDetail {
 impl BatchDetail {
     /// Reads a batch, its line counts and attempts.
     pub async fn read(batches: &Batches, id: i64) -> cva_batches::Result<BatchDetail> {
-        let batch = Batch::from(batches.batch(id).await?);
+        let batch = batches.batch(id).await?;
         let counts = batches.line_counts(id).await?;
         let attempts = batches.attempts(id).await?;
         Ok(BatchDetail {
             lines: LineCounts::new(batch.line_count, counts),
             batch,
-            attempts: attempts.into_iter().map(Attempt::from).collect(),
+            attempts: attempts.into_iter().collect(),
             send: None,
         })
-    }
-}
-
-/// Outcomes a send applied.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Applied {
-    pub completed: usize,
-    pub failed: usize,
-    pub unknown: usize,
-    /// Outcomes for lines already resolved: nothing changed for them.
-    pub already_resolved: usize,
-}
-
-/// What a send (or resumed send) achieved.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SendResult {
-    pub batch: Batch,
-    pub attempts: Vec<Attempt>,
-    /// Outcomes applied by this run.
-    pub applied: Applied,
-    /// Lines by status after the run.
-    pub completed: i64,
-    pub failed: i64,
-    pub unknown: i64,
-    pub in_flight: i64,
-    /// Answers of the provider that match no open line: reported, never paid.
-    pub anomalies: Vec<String>,
-}
-
-impl From<SendReport> for SendResult {
-    fn from(r: SendReport) -> SendResult {
-        SendResult {
-            batch: r.batch.into(),
-            attempts: r.attempts.into_iter().map(Attempt::from).collect(),
-            applied: Applied {
-                completed: r.applied.completed,
-                failed: r.applied.failed,
-                unknown: r.applied.unknown,
-                already_resolved: r.applied.already_resolved,
-            },
-            completed: r.completed,
-            failed: r.failed,
-            unknown: r.unknown,
-            in_flight: r.in_flight,
-            anomalies: r.anomalies,
-        }
-    }
-}
-
-/// A provider's money as the ledger holds it (minor units).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Float {
-    pub provider: String,
-    /// gsma-mmapi or file.
-    pub adapter: String,
-    pub currency: String,
-    /// What the provider holds for us (`assets:float:PROVIDER`).
-    #[schema(value_type = i64)]
-    pub float: i128,
-    /// Released to the provider, not yet confirmed or failed
-    /// (`liabilities:in-transit:PROVIDER`).
-    #[schema(value_type = i64)]
-    pub in_transit: i128,
-    /// Fees paid to the provider so far (`expense:fees:PROVIDER`).
-    #[schema(value_type = i64)]
-    pub fees: i128,
-    /// Float left once everything in transit is paid.
-    #[schema(value_type = i64)]
-    pub available: i128,
-}
-
-impl From<FloatView> for Float {
-    fn from(f: FloatView) -> Float {
-        Float {
-            provider: f.provider,
-            adapter: f.adapter,
-            currency: f.currency,
-            float: f.float,
-            in_transit: f.in_transit,
-            fees: f.fees,
-            available: f.available,
-        }
     }
 }
 

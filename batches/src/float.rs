@@ -12,17 +12,22 @@ use crate::{now, Batches, Result};
 
 /// A provider's money as the ledger holds it (minor units).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FloatView {
     pub provider: String,
     pub adapter: String,
     pub currency: String,
     /// What the provider holds for us.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub float: i128,
     /// Released to the provider, not yet confirmed or failed.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub in_transit: i128,
     /// Fees paid to the provider so far.
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub fees: i128,
     /// Float left after everything in transit is paid (fees of unconfirmed lines excluded).
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
     pub available: i128,
 }
 

@@ -96,6 +96,7 @@ impl Step {
 
 /// What [`Batches::create`] did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreationReport {
     pub batches: Vec<BatchView>,
     /// Due entitlements left out because no configured provider serves the household's
@@ -105,7 +106,9 @@ pub struct CreationReport {
     pub outside_limits: usize,
 }
 
+/// A payment batch. Amounts are in minor units of `currency`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchView {
     pub id: i64,
     pub programme: String,
@@ -123,12 +126,23 @@ pub struct BatchView {
     /// The batch whose failed lines this one re-issues.
     pub follow_up_of: Option<i64>,
     /// (step, person) in the order they signed.
-    pub signoffs: Vec<(String, String)>,
+    pub signoffs: Vec<Signoff>,
     pub created_at: DateTime<Utc>,
 }
 
-/// One line of a batch.
+/// One sign-off of a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Signoff {
+    /// approve, authorise or release.
+    pub step: String,
+    /// Who signed (the username).
+    pub by: String,
+}
+
+/// One line of a batch: no personal data, the household is its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LineView {
     pub id: i64,
     pub entitlement: i64,
@@ -416,7 +430,10 @@ impl Batches {
             releases_required: r.10,
             prepared_by: r.11,
             follow_up_of: r.13,
-            signoffs,
+            signoffs: signoffs
+                .into_iter()
+                .map(|(step, by)| Signoff { step, by })
+                .collect(),
             created_at: r.12,
         })
     }
@@ -490,7 +507,7 @@ impl Batches {
                 step.as_str()
             )));
         }
-        if b.signoffs.iter().any(|(_, who)| *who == ctx.actor) {
+        if b.signoffs.iter().any(|s| s.by == ctx.actor) {
             return Err(RegistryError::SamePerson(format!(
                 "you have already signed batch {id}; another person must {}",
                 step.as_str()
@@ -506,7 +523,7 @@ impl Batches {
         let signed = b
             .signoffs
             .iter()
-            .filter(|(s, _)| s == step.as_str())
+            .filter(|s| s.step == step.as_str())
             .count() as i64;
         if step == Step::Release && signed + 1 >= i64::from(required) {
             return self.release(&b, signed + 1, required, ctx).await;

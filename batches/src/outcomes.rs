@@ -40,6 +40,7 @@ pub struct LineOutcome {
 
 /// What [`Batches::apply_outcomes`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Applied {
     pub completed: usize,
     pub failed: usize,

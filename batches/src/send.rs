@@ -79,6 +79,7 @@ impl Default for SendOptions {
 
 /// One submission to the provider, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptView {
     pub id: i64,
     pub correlation_id: String,
@@ -91,6 +92,7 @@ pub struct AttemptView {
 
 /// What a send (or resume) achieved.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendReport {
     pub batch: BatchView,
     pub attempts: Vec<AttemptView>,

@@ -126,9 +126,11 @@ async fn batches_split_by_provider_and_size_and_need_four_eyes() {
         .unwrap();
     assert_eq!(b.status, "authorised");
     assert_eq!(
-        b.signoffs,
+        b.signoffs
+            .iter()
+            .map(|s| (s.step.as_str(), s.by.as_str()))
+            .collect::<Vec<_>>(),
         [("approve", "ana"), ("approve", "bo"), ("authorise", "cy")]
-            .map(|(s, a)| (s.to_owned(), a.to_owned()))
     );
 
     // The database refuses the same things whatever SQL runs: a sign-off by the preparer or by

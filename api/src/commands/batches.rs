@@ -160,14 +160,14 @@ async fn batch_command(batches: &Batches, me: &Me, cmd: BatchCommand) -> anyhow:
                     anyhow!("programme `{}` does not exist", filters.programme).context("refused")
                 );
             }
-            let report = Creation::from(batches.create(&filters, &ctx).await.map_err(refused)?);
+            let report = batches.create(&filters, &ctx).await.map_err(refused)?;
             print_creation(format, &report)
         }
         BatchCommand::Submit { id, format } => {
             let ctx = me.may(Action::Submit)?;
             let b = me.batch(batches, id).await?;
             let b = batches.submit(b.id, &ctx).await.map_err(refused)?;
-            print_batch(format, &b.into())
+            print_batch(format, &b)
         }
         BatchCommand::Approve { id, format } => {
             sign(batches, me, id, Step::Approve, Action::Approve, format).await
@@ -182,7 +182,7 @@ async fn batch_command(batches: &Batches, me: &Me, cmd: BatchCommand) -> anyhow:
             let ctx = me.may(Action::Cancel)?;
             let b = me.batch(batches, id).await?;
             let b = batches.cancel(b.id, &reason, &ctx).await.map_err(refused)?;
-            print_batch(format, &b.into())
+            print_batch(format, &b)
         }
         BatchCommand::Export { id, out } => {
             let ctx = me.may(Action::Send)?;
@@ -215,13 +215,13 @@ async fn batch_command(batches: &Batches, me: &Me, cmd: BatchCommand) -> anyhow:
                 b.id, applied.completed, applied.failed, applied.unknown, applied.already_resolved
             );
             let after = me.batch(batches, id).await?;
-            print_batch(format, &after.into())
+            print_batch(format, &after)
         }
         BatchCommand::Reissue { id, format } => {
             let ctx = me.may(Action::Reissue)?;
             let b = me.batch(batches, id).await?;
             let b = batches.reissue(b.id, &ctx).await.map_err(refused)?;
-            print_batch(format, &b.into())
+            print_batch(format, &b)
         }
         BatchCommand::Send {
             id,
@@ -252,7 +252,6 @@ async fn batch_command(batches: &Batches, me: &Me, cmd: BatchCommand) -> anyhow:
                 .await
                 .map_err(refused)?
                 .into_iter()
-                .map(Line::from)
                 .collect();
             let rows = lines
                 .iter()
@@ -302,7 +301,7 @@ async fn sign(
     let ctx = me.may(action)?;
     let b = me.batch(batches, id).await?;
     let b = batches.sign(b.id, step, &ctx).await.map_err(refused)?;
-    print_batch(format, &b.into())
+    print_batch(format, &b)
 }
 
 fn send_options(
@@ -362,7 +361,7 @@ async fn send_with_spinner(
         }
     };
     spinner.finish_and_clear();
-    Ok(SendResult::from(result.map_err(refused)?))
+    result.map_err(refused)
 }
 
 // ---- providers -------------------------------------------------------------------------------
@@ -376,7 +375,6 @@ async fn provider_command(batches: &Batches, me: &Me, cmd: ProviderCommand) -> a
                 .await
                 .map_err(refused)?
                 .into_iter()
-                .map(Float::from)
                 .collect();
             let rows = floats.iter().map(float_row).collect();
             emit(format, &floats, &FLOAT_HEADER, rows, &[3, 4, 5, 6])
@@ -389,12 +387,10 @@ async fn provider_command(batches: &Batches, me: &Me, cmd: ProviderCommand) -> a
             format,
         } => {
             let ctx = me.may(Action::FundFloat)?;
-            let f = Float::from(
-                batches
-                    .fund_float(&provider, &amount, &from, &reference, &ctx)
-                    .await
-                    .map_err(refused)?,
-            );
+            let f = batches
+                .fund_float(&provider, &amount, &from, &reference, &ctx)
+                .await
+                .map_err(refused)?;
             match format {
                 ShowFormat::Json => json_out(&f),
                 ShowFormat::Table => {

@@ -80,7 +80,7 @@ pub async fn create(
             filters.programme
         )));
     }
-    let report = Creation::from(batches.create(&filters, &ctx).await?);
+    let report = batches.create(&filters, &ctx).await?;
     Ok(if report.batches.is_empty() {
         (StatusCode::OK, Json(report))
     } else {
@@ -150,12 +150,7 @@ pub async fn lines(
     let b = scoped_batch(batches, &caller, &path(raw)?).await?;
     let all = batches.lines(b.id).await?;
     let total = all.len();
-    let lines = all
-        .into_iter()
-        .skip(offset)
-        .take(limit)
-        .map(Line::from)
-        .collect();
+    let lines = all.into_iter().skip(offset).take(limit).collect();
     Ok(Json(LinePage {
         total,
         offset,
@@ -176,7 +171,7 @@ pub async fn submit(
     let ctx = permit(&caller, Action::Submit)?;
     let batches = configured(&state)?;
     let b = scoped_batch(batches, &caller, &path(raw)?).await?;
-    Ok(Json(batches.submit(b.id, &ctx).await?.into()))
+    Ok(Json(batches.submit(b.id, &ctx).await?))
 }
 
 async fn sign(
@@ -189,7 +184,7 @@ async fn sign(
     let ctx = permit(&caller, action)?;
     let batches = configured(&state)?;
     let b = scoped_batch(batches, &caller, &path(raw)?).await?;
-    Ok(Json(batches.sign(b.id, step, &ctx).await?.into()))
+    Ok(Json(batches.sign(b.id, step, &ctx).await?))
 }
 
 /// One approval of a submitted batch; the batch is `approved` when it has as many as its band
@@ -252,7 +247,7 @@ pub async fn cancel(
     let batches = configured(&state)?;
     let b = scoped_batch(batches, &caller, &path(raw)?).await?;
     let c = json(body)?;
-    Ok(Json(batches.cancel(b.id, &c.reason, &ctx).await?.into()))
+    Ok(Json(batches.cancel(b.id, &c.reason, &ctx).await?))
 }
 
 /// A follow-up draft for the failed lines of a sent batch whose entitlements are still granted
@@ -268,7 +263,7 @@ pub async fn reissue(
     let ctx = permit(&caller, Action::Reissue)?;
     let batches = configured(&state)?;
     let b = scoped_batch(batches, &caller, &path(raw)?).await?;
-    Ok(created(batches.reissue(b.id, &ctx).await?.into()))
+    Ok(created(batches.reissue(b.id, &ctx).await?))
 }
 
 /// Starts sending a released batch to its provider (GSMA Mobile Money API), or resumes a send
@@ -317,7 +312,7 @@ pub async fn send(
         }
         .instrument(span),
     );
-    Ok((StatusCode::ACCEPTED, Json(b.into())))
+    Ok((StatusCode::ACCEPTED, Json(b)))
 }
 
 // ---- providers -------------------------------------------------------------------------------
@@ -331,14 +326,7 @@ pub async fn providers(
 ) -> ApiResult<Json<Vec<Float>>> {
     permit(&caller, Action::Read)?;
     let batches = configured(&state)?;
-    Ok(Json(
-        batches
-            .floats()
-            .await?
-            .into_iter()
-            .map(Float::from)
-            .collect(),
-    ))
+    Ok(Json(batches.floats().await?.into_iter().collect()))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -377,7 +365,6 @@ pub async fn fund_float(
     Ok(Json(
         batches
             .fund_float(&name, &f.amount, &f.from, &f.reference, &ctx)
-            .await?
-            .into(),
+            .await?,
     ))
 }
