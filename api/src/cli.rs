@@ -221,6 +221,9 @@ pub enum BatchCommand {
         #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
         format: ShowFormat,
     },
+    /// Ask the provider about every completed line and book those it has reversed since
+    /// (finance_officer).
+    CheckReversals { id: i64 },
     /// A follow-up draft for a sent batch's failed lines (programme_officer).
     Reissue {
         id: i64,

@@ -163,13 +163,25 @@ impl Api {
         token: Option<&str>,
         body: Option<String>,
     ) -> (StatusCode, Value) {
+        self.call_as(method, path, token, "application/json", body)
+            .await
+    }
+
+    async fn call_as(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = match body {
             Some(b) => req
-                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_TYPE, content_type)
                 .body(Body::from(b)),
             None => req.body(Body::empty()),
         }
@@ -231,6 +243,126 @@ fn problem(v: &Value, status: u16, kind: &str, words: &str) {
         v["detail"].as_str().unwrap().contains(words),
         "`{words}` not in {v}"
     );
+}
+
+#[tokio::test]
+async fn a_file_provider_batch_is_exported_and_its_result_file_imported() {
+    let api = Api::new(true).await;
+    let officer = api.user("officer", &[Role::ProgrammeOfficer], &[]).await;
+    let fin1 = api.user("fin1", &[Role::FinanceOfficer], &[]).await;
+    let fin2 = api.user("fin2", &[Role::FinanceOfficer], &[]).await;
+    let fin3 = api.user("fin3", &[Role::FinanceOfficer], &[]).await;
+    let moov = json!({"programme": P, "cycle": "2024-03", "provider": "moov-money"});
+    let (s, v) = api.post("/v1/batches", &officer, moov).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["batches"][0]["id"].as_i64().unwrap();
+    let batch = |p: &str| format!("/v1/batches/{id}{p}");
+    let (s, v) = api.post_empty(&batch("/submit"), &officer).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for (step, who) in [("/approve", &fin1), ("/authorise", &fin2)] {
+        let (s, v) = api.post_empty(&batch(step), who).await;
+        assert_eq!(s, StatusCode::OK, "{step}: {v}");
+    }
+    let (s, v) = api
+        .post(
+            "/v1/providers/moov-money/float",
+            &fin1,
+            json!({"amount": "100000", "from": "assets:bank", "reference": "MOOV-1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = api.post_empty(&batch("/release"), &fin3).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // The export: programme officers may not; finance gets the CSV, the same twice.
+    let (s, _) = api.post_empty(&batch("/export"), &officer).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, csv) = api.post_empty(&batch("/export"), &fin1).await;
+    assert_eq!(s, StatusCode::OK);
+    let csv = csv.as_str().unwrap().to_owned();
+    let (_, again) = api.post_empty(&batch("/export"), &fin1).await;
+    assert_eq!(again.as_str().unwrap(), csv);
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(
+        rows[0].starts_with("reference,msisdn,amount,currency,fee"),
+        "{csv}"
+    );
+    assert_eq!(rows.len(), 3, "two Moov households: {csv}");
+    let refs: Vec<&str> = rows[1..]
+        .iter()
+        .map(|r| r.split(',').next().unwrap())
+        .collect();
+
+    // Result files: the wrong content type, an unknown reference: refused, nothing changed.
+    let (s, v) = api
+        .call_as(
+            "POST",
+            &batch("/results"),
+            Some(&fin1),
+            "application/json",
+            Some("{}".into()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let bad = "reference,status,provider_transaction_id,reason\n999999,completed,MV-1,\n";
+    let (s, v) = api
+        .call_as(
+            "POST",
+            &batch("/results"),
+            Some(&fin1),
+            "text/csv",
+            Some(bad.into()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["errors"][0]["row"], 2, "{v}");
+    assert_eq!(v["errors"][0]["column"], "reference", "{v}");
+    assert_eq!(
+        bal(&api.db.ledger, "liabilities:in-transit:moov-money").await,
+        40_000
+    );
+    let good = format!(
+        "reference,status,provider_transaction_id,reason\n{},completed,MV-1,\n{},failed,,identifierError: account not registered\n",
+        refs[0], refs[1]
+    );
+    let (s, v) = api
+        .call_as(
+            "POST",
+            &batch("/results"),
+            Some(&fin1),
+            "text/csv",
+            Some(good.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["completed"].as_i64(), v["failed"].as_i64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    let (s, v) = api
+        .call_as(
+            "POST",
+            &batch("/results"),
+            Some(&fin1),
+            "text/csv",
+            Some(good),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["already_resolved"], 2,
+        "the same file again changes nothing: {v}"
+    );
+    let (_, v) = api.get(&batch(""), &fin1).await;
+    assert_eq!(v["batch"]["status"], "partially_completed", "{v}");
+    assert_eq!(
+        bal(&api.db.ledger, "liabilities:in-transit:moov-money").await,
+        0
+    );
+    assert_eq!(bal(&api.db.ledger, "expense:fees:moov-money").await, 150);
+    assert_books_sound(&api.db.ledger).await;
+    api.cleanup().await;
 }
 
 #[tokio::test]
@@ -600,6 +732,13 @@ async fn a_batch_goes_from_draft_to_paid_with_four_eyes_at_every_step() {
         0
     );
 
+    // ---- asking the provider about reversals: finance only; none of these was reversed.
+    let (s, v) = api.post_empty(&batch("/check-reversals"), &officer2).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) = api.post_empty(&batch("/check-reversals"), &fin1).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["reversed"], json!([]));
+
     // ---- re-issue the failed line: programme officers; the caller prepares the follow-up.
     let (s, v) = api.post_empty(&batch("/reissue"), &fin1).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
@@ -732,6 +871,9 @@ async fn without_payments_configuration_the_server_runs_and_batch_routes_say_why
         "/v1/batches/{id}/cancel",
         "/v1/batches/{id}/reissue",
         "/v1/batches/{id}/send",
+        "/v1/batches/{id}/check-reversals",
+        "/v1/batches/{id}/export",
+        "/v1/batches/{id}/results",
         "/v1/providers",
         "/v1/providers/{name}/float",
     ] {

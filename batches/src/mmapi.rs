@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cva_providers::gsma::{
     parse_error, BatchTransaction, BatchTransactionRequest, Completion, GsmaError, Heartbeat,
-    Rejection, RequestState, ResponseObject, ServiceStatus,
+    Rejection, RequestState, ResponseObject, ServiceStatus, TransactionRecord,
 };
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -219,6 +219,13 @@ impl MmapiClient {
     pub async fn rejections(&self, id: &str) -> Result<Vec<Rejection>, CallError> {
         self.paged(&format!("/batchtransactions/{id}/rejections"))
             .await
+    }
+
+    /// `GET /transactions/{transactionReference}`: one transaction's current state (a payment
+    /// the provider completed may later show `reversed`).
+    pub async fn transaction(&self, reference: &str) -> Result<TransactionRecord, CallError> {
+        let r = self.request(reqwest::Method::GET, &format!("/transactions/{reference}"));
+        Ok(self.send(r).await?.0)
     }
 
     /// `GET /heartbeat`.

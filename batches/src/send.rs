@@ -198,6 +198,60 @@ impl Batches {
         })
     }
 
+    /// Asks the provider about every completed line of a sent batch
+    /// (`GET /transactions/{id}`, eight at a time) and books those it has reversed since
+    /// ([`Batches::record_reversal`]: the money is back in the float and owed to the household
+    /// again). Returns the reversed line ids. Lines the provider cannot be asked about now are
+    /// skipped (logged) and asked about next time.
+    pub async fn check_reversals(
+        &self,
+        id: i64,
+        opts: &SendOptions,
+        ctx: &AuditContext,
+    ) -> Result<Vec<i64>> {
+        use futures::StreamExt;
+        let b = self.batch(id).await?;
+        let provider = self.provider_of(&b)?.clone();
+        if provider.adapter != AdapterKind::GsmaMmapi {
+            return Err(RegistryError::Conflict(format!(
+                "provider `{}` takes files: its reversals come with its statement",
+                provider.name
+            )));
+        }
+        let client = client_for(&provider, opts)?;
+        let completed: Vec<(i64, String)> = self
+            .lines(id)
+            .await?
+            .into_iter()
+            .filter(|l| l.status == "completed")
+            .filter_map(|l| l.provider_transaction_id.map(|t| (l.id, t)))
+            .collect();
+        let answers: Vec<(i64, std::result::Result<String, CallError>)> =
+            futures::stream::iter(completed)
+                .map(|(line, tx)| {
+                    let client = client.clone();
+                    async move {
+                        let status = client.transaction(&tx).await.map(|t| t.transaction_status);
+                        (line, status)
+                    }
+                })
+                .buffered(8)
+                .collect()
+                .await;
+        let mut reversed = Vec::new();
+        for (line, status) in answers {
+            match status {
+                Ok(s) if s.eq_ignore_ascii_case("reversed") => {
+                    self.record_reversal(line, ctx).await?;
+                    reversed.push(line);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(batch = id, line, error = %e, "transaction not read"),
+            }
+        }
+        Ok(reversed)
+    }
+
     /// Phase 1: attempts and in-flight lines, committed before anything is sent.
     async fn record_attempts(&self, b: &BatchView, per: usize, ctx: &AuditContext) -> Result<()> {
         let per = per.clamp(1, 100_000);

@@ -184,6 +184,25 @@ async fn batch_command(batches: &Batches, me: &Me, cmd: BatchCommand) -> anyhow:
             let b = batches.cancel(b.id, &reason, &ctx).await.map_err(refused)?;
             print_batch(format, &b)
         }
+        BatchCommand::CheckReversals { id } => {
+            let ctx = me.may(Action::Send)?;
+            let b = me.batch(batches, id).await?;
+            let reversed = batches
+                .check_reversals(b.id, &send_options(30, 1000, 600, 5000)?, &ctx)
+                .await
+                .map_err(refused)?;
+            if reversed.is_empty() {
+                println!("batch {}: no completed payment has been reversed", b.id);
+            } else {
+                println!(
+                    "batch {}: {} payment(s) reversed by the provider, booked back to the households: lines {:?}",
+                    b.id,
+                    reversed.len(),
+                    reversed
+                );
+            }
+            Ok(())
+        }
         BatchCommand::Export { id, out } => {
             let ctx = me.may(Action::Send)?;
             let b = me.batch(batches, id).await?;

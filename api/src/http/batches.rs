@@ -266,6 +266,86 @@ pub async fn reissue(
     Ok(created(batches.reissue(b.id, &ctx).await?))
 }
 
+/// For a provider that takes files: the released batch's bulk-payment CSV (columns
+/// `reference,msisdn,amount,currency,fee,batch_reference,description`; amounts in major units).
+/// The first export records the attempt and moves the lines in flight; exporting again gives
+/// the same file. The file holds phone numbers: hand it to the provider only. Role:
+/// `finance_officer`.
+#[utoipa::path(post, path = "/v1/batches/{id}/export", tag = "batches", params(("id" = i64, Path, description = "batch id")),
+    responses((status = 200, description = "the CSV file (`Content-Disposition: attachment`, `X-Content-SHA256`)", body = String, content_type = "text/csv"), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "no such batch, or outside the caller's programmes", body = Problem, content_type = "application/problem+json"), (status = 409, description = "the batch is not released (or sending), or its provider has an API", body = Problem, content_type = "application/problem+json"), (status = 503, description = "no payments configuration on this server", body = Problem, content_type = "application/problem+json")))]
+pub async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    raw: PathOf<String>,
+) -> ApiResult<axum::response::Response> {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let ctx = permit(&caller, Action::Send)?;
+    let batches = configured(&state)?;
+    let b = scoped_batch(batches, &caller, &path(raw)?).await?;
+    let file = batches.export_file(b.id, &ctx).await?;
+    let disposition = format!("attachment; filename=\"{}\"", file.file_name);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (
+                header::HeaderName::from_static("x-content-sha256"),
+                file.sha256.clone(),
+            ),
+        ],
+        file.content,
+    )
+        .into_response())
+}
+
+/// For a provider that takes files: imports its result file (`text/csv`, columns
+/// `reference,status,provider_transaction_id,reason` by header, `,` or `;`). Every row is
+/// checked first; a bad file is refused (422 listing row, column and reason) and changes
+/// nothing; the same file again changes nothing. Role: `finance_officer`.
+#[utoipa::path(post, path = "/v1/batches/{id}/results", tag = "batches", params(("id" = i64, Path, description = "batch id")),
+    request_body(content = String, content_type = "text/csv", description = "the provider's result file"),
+    responses((status = 200, description = "what the file changed", body = crate::payments::Applied), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "no such batch, or outside the caller's programmes", body = Problem, content_type = "application/problem+json"), (status = 409, description = "the batch was not exported, or its provider has an API", body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"), (status = 422, description = "the file is refused and nothing changed; `errors` lists the bad rows", body = Problem, content_type = "application/problem+json"), (status = 503, description = "no payments configuration on this server", body = Problem, content_type = "application/problem+json")))]
+pub async fn results(
+    State(state): State<AppState>,
+    caller: Caller,
+    raw: PathOf<String>,
+    headers: axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Json<crate::payments::Applied>> {
+    let ctx = permit(&caller, Action::Send)?;
+    let batches = configured(&state)?;
+    let b = scoped_batch(batches, &caller, &path(raw)?).await?;
+    super::registry::require_content_type(&headers, "text/csv")?;
+    let bytes = body.map_err(|e| super::registry::bytes_error(e.status()))?;
+    Ok(Json(batches.import_results(b.id, &bytes, &ctx).await?))
+}
+
+/// The line ids a check found reversed by the provider.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Reversals {
+    /// Lines the provider had paid and has reversed since: now failed (`reversed`), their
+    /// money back in the float and owed to the household again.
+    pub reversed: Vec<i64>,
+}
+
+/// Asks the provider (GSMA API) about every completed line of the batch and books those it has
+/// reversed since. Role: `finance_officer`.
+#[utoipa::path(post, path = "/v1/batches/{id}/check-reversals", tag = "batches", params(("id" = i64, Path, description = "batch id")),
+    responses((status = 200, description = "the lines found reversed (booked now)", body = Reversals), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "no such batch, or outside the caller's programmes", body = Problem, content_type = "application/problem+json"), (status = 409, description = "the provider takes files", body = Problem, content_type = "application/problem+json"), (status = 502, description = "the provider could not be reached", body = Problem, content_type = "application/problem+json"), (status = 503, description = "no payments configuration on this server", body = Problem, content_type = "application/problem+json")))]
+pub async fn check_reversals(
+    State(state): State<AppState>,
+    caller: Caller,
+    raw: PathOf<String>,
+) -> ApiResult<Json<Reversals>> {
+    let ctx = permit(&caller, Action::Send)?;
+    let batches = configured(&state)?;
+    let b = scoped_batch(batches, &caller, &path(raw)?).await?;
+    let options = state.payments.send_options();
+    let reversed = batches.check_reversals(b.id, &options, &ctx).await?;
+    Ok(Json(Reversals { reversed }))
+}
+
 /// Starts sending a released batch to its provider (GSMA Mobile Money API), or resumes a send
 /// that stopped; answers at once with the batch, while the send runs in the background: follow
 /// it with `GET /v1/batches/{id}` until `send.running` is false. Sending is exactly-once

@@ -145,7 +145,7 @@ fn reveal(caller: &Caller) -> Reveal {
 
 /// Refuses a body sent with another content type than `expected` (`application/json` also
 /// accepts `+json` types).
-fn require_content_type(headers: &HeaderMap, expected: &str) -> ApiResult<()> {
+pub(crate) fn require_content_type(headers: &HeaderMap, expected: &str) -> ApiResult<()> {
     let ok = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -161,7 +161,7 @@ fn require_content_type(headers: &HeaderMap, expected: &str) -> ApiResult<()> {
     }
 }
 
-fn bytes_error(status: StatusCode) -> ApiError {
+pub(crate) fn bytes_error(status: StatusCode) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::TooLarge
     } else {

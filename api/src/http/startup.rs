@@ -96,6 +96,9 @@ pub fn app_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(batches::cancel))
         .routes(routes!(batches::reissue))
         .routes(routes!(batches::send))
+        .routes(routes!(batches::check_reversals))
+        .routes(routes!(batches::export))
+        .routes(routes!(batches::results))
         .routes(routes!(batches::providers))
         .routes(routes!(batches::fund_float))
         .split_for_parts();
