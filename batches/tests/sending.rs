@@ -451,3 +451,85 @@ async fn sign_offs_and_float_are_required_before_anything_is_sent() {
     assert!(s.state().batch_ids.is_empty());
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_provider_without_float_fails_the_whole_batch_back_to_the_households() {
+    let phones: Vec<String> = (0..3).map(|n| phone(n, None)).collect();
+    let (db, reg) = households(&phones).await;
+    let s = sim(sim_config(0, 100, "")).await;
+    // Our books believe the float is funded; the provider's is empty (its statement will show
+    // it): every payment is refused, the money goes back to the households.
+    let b = common::batches(&reg, common::config(&s.base_url, 100, None), 1_000_000).await;
+    let batch = released(&b, 100).await;
+    let r = b.send(batch.id, &fast(), &ctx("cy")).await.unwrap();
+    assert_eq!((r.completed, r.failed, r.unknown), (0, 3, 0), "{r:?}");
+    assert_eq!(r.batch.status, "failed");
+    let lines = b.lines(batch.id).await.unwrap();
+    assert!(lines
+        .iter()
+        .all(|l| l.failure_code.as_deref() == Some("insufficient_float")));
+    assert_eq!(
+        bal(reg.ledger(), "liabilities:in-transit:orange-money").await,
+        0
+    );
+    assert_eq!(
+        bal(reg.ledger(), "assets:float:orange-money").await,
+        1_000_000
+    );
+    assert_eq!(bal(reg.ledger(), "expense:fees:orange-money").await, 0);
+    for l in &lines {
+        let owed = bal(
+            reg.ledger(),
+            &format!("liabilities:entitlements:{P}:hh-{}", l.household),
+        )
+        .await;
+        assert_eq!(owed, i128::from(AMOUNT));
+    }
+    let follow = b.reissue(batch.id, &ctx("preparer")).await.unwrap();
+    assert_eq!(follow.line_count, 3);
+    assert_books_sound(reg.ledger()).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_request_the_provider_already_has_is_answered_duplicate_and_not_paid_again() {
+    let phones: Vec<String> = (0..2).map(|n| phone(n, None)).collect();
+    let (db, reg) = households(&phones).await;
+    let s = sim(sim_config(1_000_000, 0, "")).await;
+    // A first sender recorded the attempt and reached the provider, but nothing came back
+    // (here: no provider at the configured URL); the request reaches the simulator anyway.
+    let dead = common::batches(
+        &reg,
+        common::config("http://127.0.0.1:9", 0, None),
+        1_000_000,
+    )
+    .await;
+    let batch = released(&dead, 100).await;
+    let r = dead.send(batch.id, &fast(), &ctx("cy")).await.unwrap();
+    assert_eq!(r.attempts[0].status, "unknown");
+    let attempt = &r.attempts[0];
+    let provider = dead.config().provider("orange-money").unwrap().clone();
+    let request = dead
+        .request_for(&batch, &provider, attempt.id)
+        .await
+        .unwrap();
+    let client =
+        cva_batches::mmapi::MmapiClient::new(&s.base_url, None, Duration::from_secs(2)).unwrap();
+    let cid = uuid::Uuid::parse_str(&attempt.correlation_id).unwrap();
+    client.post_batch(cid, &request, None).await.unwrap();
+    // The same request again is refused as a duplicate by the provider.
+    let e = client.post_batch(cid, &request, None).await.unwrap_err();
+    assert_eq!(e.code(), Some("duplicateRequest"));
+    // A state where the sender believes it never tried (as after a lost write of its try):
+    // it posts, gets `duplicateRequest`, asks where the batch is, and settles it, paying once.
+    db.raw(&["UPDATE payment_attempts SET tries = 0, status = 'recorded'"])
+        .await
+        .unwrap();
+    let b = common::batches(&reg, common::config(&s.base_url, 0, None), 0).await;
+    let r = b.send(batch.id, &fast(), &ctx("cy")).await.unwrap();
+    assert_eq!((r.completed, r.unknown), (2, 0), "{r:?}");
+    assert_eq!(s.state().batch_ids.len(), 1, "one provider batch");
+    assert_eq!(s.state().transactions.len(), 2, "each line once");
+    check_books(&reg, &b, batch.id, &s).await;
+    db.cleanup().await;
+}
