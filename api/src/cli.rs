@@ -181,6 +181,19 @@ pub enum BatchCommand {
         #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
         format: ShowFormat,
     },
+    /// Batches, newest first (every role; the user's programmes only).
+    List {
+        #[arg(long)]
+        programme: Option<String>,
+        /// draft, submitted, approved, authorised, released, sending, completed,
+        /// partially_completed, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
     /// A batch: its sign-offs, lines by status and provider attempts (every role).
     Show {
         id: i64,

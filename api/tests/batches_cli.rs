@@ -486,6 +486,21 @@ async fn two_officers_and_finance_take_a_batch_from_draft_to_paid_on_the_command
         shown.contains("completed") && shown.contains("settled"),
         "{shown}"
     );
+    let checked = cli.ok_as("fin2", &["batches", "check-reversals", id]);
+    assert!(
+        checked.contains("no completed payment has been reversed"),
+        "{checked}"
+    );
+    let out = cli.refused_as("fin2", &["batches", "export", id, "--out", "/dev/null"]);
+    assert!(
+        out.contains("orange-money"),
+        "an API provider's batch is not exported: {out}"
+    );
+    let listed = cli.json_as("fin2", &["batches", "list", "--status", "completed"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"].to_string(), id);
+    let none = cli.json_as("fin2", &["batches", "list", "--status", "draft"]);
+    assert_eq!(none, json!([]));
     let d = cli.json_as("officer", &["batches", "show", id]);
     assert_eq!(d["lines"]["completed"], 2);
     assert_eq!(

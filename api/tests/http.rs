@@ -628,6 +628,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/batches/{id}/cancel"),
     ("post", "/v1/batches/{id}/reissue"),
     ("post", "/v1/batches/{id}/check-reversals"),
+    ("get", "/v1/batches"),
     ("post", "/v1/batches/{id}/export"),
     ("post", "/v1/batches/{id}/results"),
     ("post", "/v1/batches/{id}/send"),

@@ -432,6 +432,25 @@ async fn a_batch_goes_from_draft_to_paid_with_four_eyes_at_every_step() {
     let made = v["batches"].as_array().unwrap();
     assert_eq!(made.len(), 1, "{v}");
     let b = &made[0];
+    // Listed for every role of its programme; filtered by status; bad parameters named.
+    let (s, v) = api.get("/v1/batches?status=draft", &auditor).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["id"], b["id"]);
+    let (_, v) = api
+        .get(&format!("/v1/batches?programme={P}&status=sending"), &fin1)
+        .await;
+    assert_eq!(v.as_array().unwrap().len(), 0, "{v}");
+    let (s, v) = api.get("/v1/batches?status=paid", &fin1).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("status"), "{v}");
+    let (s, v) = api.get("/v1/batches", &elsewhere).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        0,
+        "other programmes' batches are not listed"
+    );
     assert_eq!(
         (
             &b["provider"],
@@ -860,6 +879,7 @@ async fn without_payments_configuration_the_server_runs_and_batch_routes_say_why
     // Documented.
     let (s, doc) = api.get("/v1/openapi.json", &officer).await;
     assert_eq!(s, StatusCode::OK);
+    assert!(doc["paths"]["/v1/batches"]["get"].is_object());
     for p in [
         "/v1/batches",
         "/v1/batches/{id}",

@@ -680,6 +680,11 @@ impl Batches {
 
     /// The lines of a batch (no personal data: the household is its id).
     pub async fn lines(&self, id: i64) -> Result<Vec<LineView>> {
+        self.lines_page(id, 0, i64::MAX).await
+    }
+
+    /// `limit` lines of a batch from the `offset`-th, in line order.
+    pub async fn lines_page(&self, id: i64, offset: i64, limit: i64) -> Result<Vec<LineView>> {
         type Row = (
             i64,
             i64,
@@ -694,9 +699,12 @@ impl Batches {
         let rows: Vec<Row> = read_pool!(self.registry.ledger(), |pool| {
             sqlx::query_as(
                 "SELECT id, entitlement_id, household_id, amount, fee, status, provider_transaction_id, \
-                 failure_code, resolved_by FROM batch_lines WHERE batch_id = $1 ORDER BY id",
+                 failure_code, resolved_by FROM batch_lines WHERE batch_id = $1 ORDER BY id \
+                 LIMIT $2 OFFSET $3",
             )
             .bind(id)
+            .bind(limit.max(0))
+            .bind(offset.max(0))
             .fetch_all(pool)
             .await?
         });
@@ -714,6 +722,35 @@ impl Batches {
                 resolved_by: r.8,
             })
             .collect())
+    }
+
+    /// Batches, newest first, optionally of one programme and/or in one status (at most
+    /// `limit`, 1 to 1,000; before id `before` when given: keyset paging).
+    pub async fn list(
+        &self,
+        programme: Option<&str>,
+        status: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<BatchView>> {
+        let ids: Vec<i64> = read_pool!(self.registry.ledger(), |pool| {
+            sqlx::query_scalar(
+                "SELECT b.id FROM batches b JOIN programmes p ON p.id = b.programme_id \
+                 WHERE ($1 IS NULL OR p.code = $1) AND ($2 IS NULL OR b.status = $2) \
+                 AND ($3 IS NULL OR b.id < $3) ORDER BY b.id DESC LIMIT $4",
+            )
+            .bind(programme)
+            .bind(status)
+            .bind(before)
+            .bind(limit.clamp(1, 1000))
+            .fetch_all(pool)
+            .await?
+        });
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.batch(id).await?);
+        }
+        Ok(out)
     }
 
     /// A follow-up batch (a draft linked to `id`) for the failed lines of batch `id` whose

@@ -257,6 +257,43 @@ async fn batch_command(batches: &Batches, me: &Me, cmd: BatchCommand) -> anyhow:
             let report = send_with_spinner(batches, &b, &options, &ctx).await?;
             print_send(format, &report)
         }
+        BatchCommand::List {
+            programme,
+            status,
+            limit,
+            format,
+        } => {
+            me.may(Action::Read)?;
+            let found: Vec<Batch> = batches
+                .list(programme.as_deref(), status.as_deref(), None, limit)
+                .await
+                .map_err(refused)?
+                .into_iter()
+                .filter(|b| me.user.may_access_programme(&b.programme))
+                .collect();
+            if format == ShowFormat::Json {
+                return json_out(&found);
+            }
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:>6}  {:<14} {:<16} {:<20} {:>7} {:>16}",
+                "id", "programme", "provider", "status", "lines", "total"
+            )?;
+            for b in &found {
+                writeln!(
+                    out,
+                    "{:>6}  {:<14} {:<16} {:<20} {:>7} {:>16}",
+                    b.id,
+                    b.programme,
+                    b.provider,
+                    b.status,
+                    b.line_count,
+                    format!("{} {}", major(b.total, &b.currency), b.currency)
+                )?;
+            }
+            Ok(())
+        }
         BatchCommand::Show { id, format } => {
             me.may(Action::Read)?;
             let b = me.batch(batches, id).await?;

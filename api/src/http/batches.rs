@@ -108,6 +108,76 @@ pub async fn get_batch(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only this programme's batches.
+    pub programme: Option<String>,
+    /// Only batches in this status (draft, submitted, approved, authorised, released,
+    /// sending, completed, partially_completed, failed, cancelled).
+    pub status: Option<String>,
+    /// Only batches with a smaller id (keyset paging: the last id of the previous page).
+    pub before: Option<i64>,
+    /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+const STATUSES: [&str; 10] = [
+    "draft",
+    "submitted",
+    "approved",
+    "authorised",
+    "released",
+    "sending",
+    "completed",
+    "partially_completed",
+    "failed",
+    "cancelled",
+];
+
+/// Batches, newest first (the caller's programmes only). Every role.
+#[utoipa::path(get, path = "/v1/batches", tag = "batches", params(ListParams),
+    responses((status = 200, body = Vec<Batch>), (status = 400, description = "a bad parameter (the detail names it)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "the programme is outside the caller's programmes", body = Problem, content_type = "application/problem+json"), (status = 503, description = "no payments configuration on this server", body = Problem, content_type = "application/problem+json")))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: QueryOf<ListParams>,
+) -> ApiResult<Json<Vec<Batch>>> {
+    permit(&caller, Action::Read)?;
+    let batches = configured(&state)?;
+    let Query(p) = params?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit: give 1 to 1000".into()));
+    }
+    if let Some(s) = &p.status {
+        if !STATUSES.contains(&s.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "status: give one of {}",
+                STATUSES.join(", ")
+            )));
+        }
+    }
+    if let Some(code) = &p.programme {
+        if !caller.user.may_access_programme(code) {
+            return Err(ApiError::NotFound(format!(
+                "programme {code} does not exist"
+            )));
+        }
+    }
+    let found = batches
+        .list(p.programme.as_deref(), p.status.as_deref(), p.before, limit)
+        .await?;
+    Ok(Json(
+        found
+            .into_iter()
+            .filter(|b| caller.user.may_access_programme(&b.programme))
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LinePageParams {
     /// Lines to skip (default 0).
     pub offset: Option<usize>,
@@ -148,9 +218,14 @@ pub async fn lines(
         )));
     }
     let b = scoped_batch(batches, &caller, &path(raw)?).await?;
-    let all = batches.lines(b.id).await?;
-    let total = all.len();
-    let lines = all.into_iter().skip(offset).take(limit).collect();
+    let total = usize::try_from(b.line_count).unwrap_or(0);
+    let lines = batches
+        .lines_page(
+            b.id,
+            i64::try_from(offset).unwrap_or(i64::MAX),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        )
+        .await?;
     Ok(Json(LinePage {
         total,
         offset,

@@ -86,7 +86,7 @@ pub fn app_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(registry::generate))
         .routes(routes!(registry::entitlements))
         .routes(routes!(registry::cancel))
-        .routes(routes!(batches::create))
+        .routes(routes!(batches::create, batches::list))
         .routes(routes!(batches::get_batch))
         .routes(routes!(batches::lines))
         .routes(routes!(batches::submit))
