@@ -437,6 +437,11 @@ async fn sign_offs_and_float_are_required_before_anything_is_sent() {
     );
     b.submit(id, &ctx("preparer")).await.unwrap();
     b.sign(id, Step::Approve, &ctx("ana")).await.unwrap();
+    // Missing authorisation: release refused, nothing changed.
+    let e = b.sign(id, Step::Release, &ctx("cy")).await.unwrap_err();
+    assert!(matches!(e, RegistryError::Conflict(_)), "{e}");
+    assert_eq!(b.batch(id).await.unwrap().status, "approved");
+    assert_eq!(bal(reg.ledger(), "liabilities:in-transit:orange-money").await, 0);
     b.sign(id, Step::Authorise, &ctx("bo")).await.unwrap();
     let e = b.send(id, &fast(), &ctx("cy")).await.unwrap_err();
     assert!(matches!(e, RegistryError::Conflict(_)), "not released: {e}");
