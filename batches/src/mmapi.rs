@@ -37,11 +37,13 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// 5xx or no answer: the provider may have done the work; ask before anything else.
+    /// 5xx, 408, 429 or no answer: the provider may have done (or may yet do) the work; ask
+    /// before anything else.
     pub fn is_uncertain(&self) -> bool {
         match self {
             CallError::NoAnswer(_) => true,
-            CallError::Status { status, .. } => *status >= 500,
+            // 408 and 429: not processed now, maybe later; treated like a 5xx.
+            CallError::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
             CallError::Malformed(_) => false,
         }
     }

@@ -42,6 +42,7 @@ use uuid::Uuid;
 
 use crate::mmapi::{CallError, MmapiClient};
 use crate::outcomes::{failure_code, Applied, LineOutcome, Outcome};
+
 use crate::provider::AdapterKind;
 use crate::{now, BatchView, Batches, Provider, Result};
 
@@ -521,21 +522,8 @@ impl Batches {
                 Err(e) => {
                     // The provider refused the whole request: nothing was paid.
                     let code = e.code().unwrap_or("requestRefused").to_owned();
-                    let reason = e.to_string();
-                    self.set_attempt(b, a, "refused", 0, None, None, Some(&reason), ctx)
+                    self.refuse_attempt(b, a, &code, &e.to_string(), ctx)
                         .await?;
-                    let lines = self.open_lines(a.id).await?;
-                    let outcomes: Vec<LineOutcome> = lines
-                        .into_iter()
-                        .map(|line| LineOutcome {
-                            line,
-                            outcome: Outcome::Failed {
-                                code: failure_code(&code).to_owned(),
-                                reason: reason.clone(),
-                            },
-                        })
-                        .collect();
-                    self.apply_outcomes(b, &outcomes, "provider", ctx).await?;
                     return Ok(());
                 }
             }
@@ -544,6 +532,38 @@ impl Batches {
         tracing::warn!(batch = b.id, attempt = a.id, "attempt left unknown");
         self.set_attempt(b, a, "unknown", 0, None, None, Some(&last_error), ctx)
             .await
+    }
+
+    /// The provider refused a whole request (nothing paid): its open lines fail with the
+    /// error's code, then the attempt is marked `refused`. In that order: a crash between the
+    /// two leaves an attempt the next run asks about again, never open lines under a refused
+    /// attempt that no run would look at.
+    async fn refuse_attempt(
+        &self,
+        b: &BatchView,
+        a: &AttemptView,
+        gsma_code: &str,
+        reason: &str,
+        ctx: &AuditContext,
+    ) -> Result<Applied> {
+        let outcomes: Vec<LineOutcome> = self
+            .open_lines(a.id)
+            .await?
+            .into_iter()
+            .map(|line| LineOutcome {
+                line,
+                // The whole request was refused: a line-level code (`invalid_msisdn` for a
+                // `formatError`) would blame the household for what is a request problem.
+                outcome: Outcome::Failed {
+                    code: "request_refused".to_owned(),
+                    reason: format!("{gsma_code}: {reason}"),
+                },
+            })
+            .collect();
+        let applied = self.apply_outcomes(b, &outcomes, "provider", ctx).await?;
+        self.set_attempt(b, a, "refused", 0, None, None, Some(reason), ctx)
+            .await?;
+        Ok(applied)
     }
 
     async fn open_lines(&self, attempt: i64) -> Result<Vec<i64>> {
@@ -647,21 +667,7 @@ impl Batches {
                         .as_ref()
                         .map_or("requestFailed", |e| e.error_code.as_str())
                         .to_owned();
-                    self.set_attempt(b, a, "refused", 0, None, None, Some(&reason), ctx)
-                        .await?;
-                    let outcomes: Vec<LineOutcome> = self
-                        .open_lines(a.id)
-                        .await?
-                        .into_iter()
-                        .map(|line| LineOutcome {
-                            line,
-                            outcome: Outcome::Failed {
-                                code: failure_code(&code).to_owned(),
-                                reason: reason.clone(),
-                            },
-                        })
-                        .collect();
-                    return self.apply_outcomes(b, &outcomes, "provider", ctx).await;
+                    return self.refuse_attempt(b, a, &code, &reason, ctx).await;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(attempt = a.id, error = %e, "request state not read"),
@@ -744,17 +750,23 @@ impl Batches {
                 _ => {}
             }
         }
-        if !complete {
-            // Whatever the provider has not answered by the deadline cannot be determined now.
-            for &line in &open {
-                if !seen.contains(&line) {
-                    outcomes.push(LineOutcome {
-                        line,
-                        outcome: Outcome::Unknown,
-                    });
-                }
-            }
+        // Whatever the provider has not answered by the deadline, or leaves out of a batch it
+        // calls complete, cannot be determined now.
+        let unanswered: Vec<i64> = open
+            .iter()
+            .copied()
+            .filter(|line| !seen.contains(line))
+            .collect();
+        if complete && !unanswered.is_empty() {
+            anomalies.push(format!(
+                "provider batch {provider_batch} is complete but has no answer for {} line(s); they are unknown",
+                unanswered.len()
+            ));
         }
+        outcomes.extend(unanswered.into_iter().map(|line| LineOutcome {
+            line,
+            outcome: Outcome::Unknown,
+        }));
         let applied = self.apply_outcomes(b, &outcomes, "provider", ctx).await?;
         if self.open_lines(a.id).await?.is_empty() {
             self.set_attempt(b, a, "settled", 0, None, None, None, ctx)

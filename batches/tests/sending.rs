@@ -441,7 +441,10 @@ async fn sign_offs_and_float_are_required_before_anything_is_sent() {
     let e = b.sign(id, Step::Release, &ctx("cy")).await.unwrap_err();
     assert!(matches!(e, RegistryError::Conflict(_)), "{e}");
     assert_eq!(b.batch(id).await.unwrap().status, "approved");
-    assert_eq!(bal(reg.ledger(), "liabilities:in-transit:orange-money").await, 0);
+    assert_eq!(
+        bal(reg.ledger(), "liabilities:in-transit:orange-money").await,
+        0
+    );
     b.sign(id, Step::Authorise, &ctx("bo")).await.unwrap();
     let e = b.send(id, &fast(), &ctx("cy")).await.unwrap_err();
     assert!(matches!(e, RegistryError::Conflict(_)), "not released: {e}");
@@ -536,5 +539,52 @@ async fn a_request_the_provider_already_has_is_answered_duplicate_and_not_paid_a
     assert_eq!(s.state().batch_ids.len(), 1, "one provider batch");
     assert_eq!(s.state().transactions.len(), 2, "each line once");
     check_books(&reg, &b, batch.id, &s).await;
+    db.cleanup().await;
+}
+
+/// A provider that refuses every batch request as a whole (400 `validation`).
+async fn refusing_provider() -> String {
+    let app = axum::Router::new()
+        .route(
+            "/heartbeat",
+            axum::routing::get(|| async {
+                axum::Json(serde_json::json!({"serviceStatus": "available"}))
+            }),
+        )
+        .fallback(|| async {
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!({"errorCategory": "validation",
+                    "errorCode": "formatError", "errorDescription": "batch refused"})),
+            )
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_request_refused_as_a_whole_fails_its_lines_as_request_refused() {
+    let phones: Vec<String> = (0..2).map(|n| phone(n, None)).collect();
+    let (db, reg) = households(&phones).await;
+    let url = refusing_provider().await;
+    let b = common::batches(&reg, common::config(&url, 0, None), 1_000_000).await;
+    let batch = released(&b, 100).await;
+    let r = b.send(batch.id, &fast(), &ctx("cy")).await.unwrap();
+    assert_eq!((r.completed, r.failed, r.unknown), (0, 2, 0), "{r:?}");
+    assert_eq!(r.attempts[0].status, "refused");
+    assert_eq!(r.attempts[0].tries, 1, "a refusal is not retried");
+    assert_eq!(r.batch.status, "failed");
+    for l in b.lines(batch.id).await.unwrap() {
+        assert_eq!(l.failure_code.as_deref(), Some("request_refused"));
+    }
+    assert_eq!(
+        bal(reg.ledger(), "liabilities:in-transit:orange-money").await,
+        0
+    );
+    assert_books_sound(reg.ledger()).await;
     db.cleanup().await;
 }
