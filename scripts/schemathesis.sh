@@ -8,6 +8,9 @@ work="$(mktemp -d)"
 port="${CVA_ST_PORT:-18080}"
 export DATABASE_URL="sqlite://$work/st.db"
 export CVA_JWT_SECRET="$(head -c 48 /dev/urandom | base64)"
+# With payments configured (the example file; its provider URL is never called: an admin may
+# not send), so the batch routes answer as in production instead of 503.
+export CVA_PAYMENTS_CONFIG="$(cd "$(dirname "$0")/.." && pwd)/data/payments.example.json"
 password="schemathesis admin passphrase"
 printf '%s\n' "$password" | "$cva" user add --username admin --role admin --password-stdin >/dev/null
 "$cva" serve --listen "127.0.0.1:$port" 2>"$work/server.log" &

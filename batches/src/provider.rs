@@ -440,6 +440,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_in_data_is_valid() {
+        let c =
+            PaymentsConfig::from_json(include_str!("../../data/payments.example.json")).unwrap();
+        assert_eq!(c.providers.len(), 2);
+        assert_eq!(c.band_for("MLI-CFW-24", 1, 0).approvals, 2);
+    }
+
+    #[test]
     fn a_programme_can_have_its_own_bands() {
         let c = with(
             r#""approvals": ["#,
