@@ -1,4 +1,34 @@
-//! Plain-text tables for terminal output.
+//! Terminal output of the CLI: plain-text tables, and one value as a table, CSV or JSON.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::cli::Format;
+
+/// Writes `value` to stdout as JSON, or its `rows` under `header` as a table or CSV.
+pub fn emit<T: Serialize>(
+    format: Format,
+    value: &T,
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+    right: &[usize],
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(value)?)?,
+        Format::Table => write!(out, "{}", table(header, &rows, right))?,
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(header)?;
+            for r in rows {
+                w.write_record(r)?;
+            }
+            w.flush()?;
+        }
+    }
+    Ok(())
+}
 
 /// Renders rows as left-aligned columns; columns listed in `right` are right-aligned (numbers).
 pub fn table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {

@@ -16,8 +16,8 @@ use cva_registry::RegistryError;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::cli::{ActAs, BatchCommand, Command, Format, ProviderCommand, ShowFormat};
-use crate::output::table;
+use crate::cli::{ActAs, BatchCommand, Command, ProviderCommand, ShowFormat};
+use crate::output::{emit, table};
 use crate::payments::{
     check_sendable, Action, Batch, BatchDetail, Creation, Float, Line, NewBatches, SendResult,
 };
@@ -495,29 +495,6 @@ fn major(minor: impl Into<i128>, currency: &str) -> String {
 fn json_out<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
-    Ok(())
-}
-
-fn emit<T: Serialize>(
-    format: Format,
-    value: &T,
-    header: &[&str],
-    rows: Vec<Vec<String>>,
-    right: &[usize],
-) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match format {
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(value)?)?,
-        Format::Table => write!(out, "{}", table(header, &rows, right))?,
-        Format::Csv => {
-            let mut w = csv::Writer::from_writer(out);
-            w.write_record(header)?;
-            for r in rows {
-                w.write_record(r)?;
-            }
-            w.flush()?;
-        }
-    }
     Ok(())
 }
 

@@ -1,8 +1,6 @@
 //! `cva programmes | households | flags | entitlements | fixtures`: the programme registry from
 //! the command line. Changes are audited as `cli:$USER`, like the ledger commands.
 
-use std::io::Write;
-
 use anyhow::{bail, Context};
 use chrono::Utc;
 use cva_households::import::ColumnMapping;
@@ -11,13 +9,12 @@ use cva_registry::flags::Decision;
 use cva_registry::households::{HouseholdQuery, Reveal, Status, StatusAction};
 use cva_registry::programmes::NewProgramme;
 use cva_registry::{Registry, RegistryError};
-use serde::Serialize;
 
 use crate::cli::{
-    CfwCommand, Command, EntitlementCommand, FixturesCommand, FlagCommand, Format,
-    HouseholdCommand, MilestoneCommand, ProgrammeCommand,
+    CfwCommand, Command, EntitlementCommand, FixturesCommand, FlagCommand, HouseholdCommand,
+    MilestoneCommand, ProgrammeCommand,
 };
-use crate::output::table;
+use crate::output::emit;
 
 /// Largest file read (a 100,000-household export is about 25 MB).
 const MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
@@ -41,29 +38,6 @@ fn refused(e: RegistryError) -> anyhow::Error {
         eprint!("{}", cva_registry::households::row_errors_csv(rows));
     }
     anyhow::Error::new(e).context("refused")
-}
-
-fn emit<T: Serialize>(
-    format: Format,
-    value: &T,
-    header: &[&str],
-    rows: Vec<Vec<String>>,
-    right: &[usize],
-) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match format {
-        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(value)?)?,
-        Format::Table => write!(out, "{}", table(header, &rows, right))?,
-        Format::Csv => {
-            let mut w = csv::Writer::from_writer(out);
-            w.write_record(header)?;
-            for r in rows {
-                w.write_record(r)?;
-            }
-            w.flush()?;
-        }
-    }
-    Ok(())
 }
 
 fn today() -> chrono::NaiveDate {
