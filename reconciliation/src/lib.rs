@@ -17,6 +17,8 @@
 //!    column and reason (the first [`statement::MAX_ROW_ERRORS`], and how many more).
 //! 3. Before storing, look the hash up: the same bytes imported twice have the same
 //!    [`ParsedStatement::sha256`] ([`content_sha256`] computes it without parsing).
+//! 4. Or let [`Statements::import`] do 2 and 3 and store the statement, its lines and an
+//!    audit event in one transaction (see [`store`]).
 //!
 //! ```
 //! use cva_ledger::money::Currency;
@@ -51,6 +53,8 @@
 //! * [`date`]: date syntax (`2024-03-01`, `01/03/2024 10:22`, RFC 3339…) to UTC.
 //! * [`statement`]: the file format, row checks, row errors, the streaming reader and the
 //!   all-or-nothing parse.
+//! * [`store`]: imported statements in the database (tables `statements` and
+//!   `statement_lines`), refused when already imported.
 //!
 //! Money never goes through floating point: amounts are `i64` minor units of a
 //! [`cva_ledger::money::Currency`].
@@ -60,9 +64,11 @@ pub mod date;
 pub mod mapping;
 mod source;
 pub mod statement;
+pub mod store;
 
 pub use mapping::{ColumnMapping, MappingError};
 pub use statement::{
     content_sha256, parse_all, parse_reader, ParsedStatement, RowError, StatementError,
     StatementLine, StatementReader, StatementStatus,
 };
+pub use store::{ImportError, ImportedStatement, Statements, StoredLine};
