@@ -80,6 +80,8 @@ pub enum Command {
     Batches(BatchesArgs),
     /// Payment providers: float balances, and funding a float, as an authenticated user.
     Providers(ProvidersArgs),
+    /// Provider statements: import one (finance_officer), as an authenticated user.
+    Statements(StatementsArgs),
 }
 
 /// Who a batch or provider command acts as. The password comes from `CVA_PASSWORD`, else one
@@ -97,6 +99,32 @@ pub struct BatchesArgs {
     pub act_as: ActAs,
     #[command(subcommand)]
     pub command: BatchCommand,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatementsArgs {
+    #[command(flatten)]
+    pub act_as: ActAs,
+    #[command(subcommand)]
+    pub command: StatementCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StatementCommand {
+    /// Import a provider's statement (CSV): every row is checked first and a bad file changes
+    /// nothing; a file already imported (same SHA-256) is refused.
+    Import {
+        /// A configured provider.
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// `simulator`, `generic`, or a JSON mapping file.
+        #[arg(long, default_value = "generic")]
+        mapping: String,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
 }
 
 #[derive(Debug, clap::Args)]

@@ -41,6 +41,7 @@ pub enum Action {
     Cancel,
     Reissue,
     FundFloat,
+    ImportStatement,
 }
 
 /// Preparing a batch: programme staff.
@@ -58,7 +59,8 @@ impl Action {
             | Action::Authorise
             | Action::Release
             | Action::Send
-            | Action::FundFloat => SIGNERS,
+            | Action::FundFloat
+            | Action::ImportStatement => SIGNERS,
         }
     }
 
@@ -75,6 +77,7 @@ impl Action {
             Action::Cancel => "cancelling a batch",
             Action::Reissue => "re-issuing a batch",
             Action::FundFloat => "funding a provider float",
+            Action::ImportStatement => "importing a provider statement",
         }
     }
 

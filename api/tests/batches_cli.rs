@@ -602,6 +602,33 @@ async fn two_officers_and_finance_take_a_batch_from_draft_to_paid_on_the_command
             t("batch.release", "fin3", "finance_officer"),
         ]
     );
+    // The provider's statement: imported by finance once; the same file again refused; a
+    // programme officer may not import.
+    let statement = cli.path("statement.csv");
+    std::fs::write(&statement, sim.statement_csv()).unwrap();
+    let args = [
+        "statements",
+        "import",
+        "--provider",
+        "orange-money",
+        "--file",
+        statement.as_str(),
+        "--mapping",
+        "simulator",
+    ];
+    let out = cli.refused_as("officer", &args);
+    assert!(out.contains("finance_officer"), "{out}");
+    let imported = cli.json_as("fin1", &args);
+    assert_eq!(imported["lines"], 2, "{imported}");
+    assert_eq!(imported["provider"], "orange-money");
+    let out = cli.refused_as("fin1", &args);
+    assert!(out.contains("already imported"), "{out}");
+    std::fs::write(&statement, "transaction_id,amount\nX,abc\n").unwrap();
+    let out = cli.refused_as("fin1", &args);
+    assert!(
+        out.contains("bad row") || out.contains("completed_at"),
+        "{out}"
+    );
     ledger.close().await;
     sim.shutdown().await;
     cli.db.drop_database().await;

@@ -37,6 +37,7 @@ pub async fn run(
     let act_as = match &cmd {
         Command::Batches(a) => &a.act_as,
         Command::Providers(a) => &a.act_as,
+        Command::Statements(a) => &a.act_as,
         _ => bail!("not a batch or provider command"),
     };
     let user = authenticate(&AccessStore::new(ledger.clone()), act_as).await?;
@@ -55,7 +56,71 @@ pub async fn run(
     match cmd {
         Command::Batches(a) => batch_command(&batches, &me, a.command).await,
         Command::Providers(a) => provider_command(&batches, &me, a.command).await,
+        Command::Statements(a) => statement_command(ledger, &batches, &me, a.command).await,
         _ => bail!("not a batch or provider command"),
+    }
+}
+
+async fn statement_command(
+    ledger: &cva_ledger::Ledger,
+    batches: &Batches,
+    me: &Me,
+    cmd: crate::cli::StatementCommand,
+) -> anyhow::Result<()> {
+    use cva_reconciliation::{ColumnMapping, ImportError, Statements};
+    match cmd {
+        crate::cli::StatementCommand::Import {
+            provider,
+            file,
+            mapping,
+            format,
+        } => {
+            let ctx = me.may(Action::ImportStatement)?;
+            let p = batches.config().provider(&provider).ok_or_else(|| {
+                anyhow!("no provider `{provider}` is configured").context("refused")
+            })?;
+            let mapping = match mapping.as_str() {
+                "simulator" => ColumnMapping::simulator(),
+                "generic" => ColumnMapping::generic(),
+                path => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read the mapping {path}"))?;
+                    ColumnMapping::from_json(&text)
+                        .map_err(|e| anyhow!("mapping {path}: {e}").context("refused"))?
+                }
+            };
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            match Statements::new(ledger.clone())
+                .import(&p.name, &bytes, &mapping, p.currency, &ctx)
+                .await
+            {
+                Ok(s) => {
+                    if format == ShowFormat::Json {
+                        return json_out(&s);
+                    }
+                    println!(
+                        "statement {} of {}: {} lines, sha256 {}",
+                        s.id, s.provider, s.lines, s.sha256
+                    );
+                    Ok(())
+                }
+                Err(ImportError::BadRows(rows)) => {
+                    let mut w = csv::Writer::from_writer(std::io::stderr().lock());
+                    w.write_record(["row", "column", "reason"])?;
+                    for r in rows.iter().take(1000) {
+                        w.write_record([r.row.to_string(), r.column.clone(), r.reason.clone()])?;
+                    }
+                    w.flush()?;
+                    Err(anyhow!(
+                        "the file has {} bad row(s); nothing was imported",
+                        rows.len()
+                    )
+                    .context("refused"))
+                }
+                Err(e) => Err(anyhow::Error::new(e).context("refused")),
+            }
+        }
     }
 }
 

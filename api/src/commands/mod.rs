@@ -57,7 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ledger.close().await;
             result
         }
-        Command::Batches(_) | Command::Providers(_) => {
+        Command::Batches(_) | Command::Providers(_) | Command::Statements(_) => {
             // The configuration first: without one, nothing is asked or opened.
             let config = crate::config::payments(cli.payments_config.as_deref())?
                 .ok_or_else(|| anyhow::anyhow!(crate::payments::NOT_CONFIGURED))?;
