@@ -62,11 +62,16 @@
 pub mod amount;
 pub mod date;
 pub mod mapping;
+pub mod matching;
 mod source;
 pub mod statement;
 pub mod store;
 
 pub use mapping::{ColumnMapping, MappingError};
+pub use matching::{
+    reconcile, reconcile_with, Category, Item, MatchOptions, Payment, PaymentStatus,
+    Reconciliation, Rule, Summary,
+};
 pub use statement::{
     content_sha256, parse_all, parse_reader, ParsedStatement, RowError, StatementError,
     StatementLine, StatementReader, StatementStatus,
