@@ -25,3 +25,40 @@ pub mod testing;
 
 pub use error::{LedgerError, Result};
 pub use store::Ledger;
+
+/// Runs `$body` in a write transaction of whichever backend `$ledger` (a [`Ledger`]) uses,
+/// with `$tx` bound to it, and commits when the body finishes (an early `?` or `return` drops
+/// the transaction: nothing is written). SQLite transactions start with `BEGIN IMMEDIATE` (the
+/// write lock at once, so two writers never deadlock on an upgrade). Write SQL with `$n`
+/// placeholders (both backends accept them) and portable types. For the other crates' own
+/// tables; ledger entries go through [`Ledger`]'s methods.
+#[macro_export]
+macro_rules! write_tx {
+    ($ledger:expr, |$tx:ident| $body:block) => {{
+        match $ledger.pool() {
+            $crate::store::PoolRef::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            $crate::store::PoolRef::Sqlite(pool) => {
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    }};
+}
+
+/// Runs `$body` with `$pool` bound to the pool of whichever backend `$ledger` uses (reads).
+#[macro_export]
+macro_rules! read_pool {
+    ($ledger:expr, |$pool:ident| $body:block) => {{
+        match $ledger.pool() {
+            $crate::store::PoolRef::Postgres($pool) => $body,
+            $crate::store::PoolRef::Sqlite($pool) => $body,
+        }
+    }};
+}

@@ -27,7 +27,7 @@
 use chrono::{DateTime, Utc};
 use cva_ledger::audit::{AuditConn, AuditContext, AuditRecord};
 use cva_ledger::money::{Amount, Currency};
-use cva_ledger::{Ledger, LedgerError};
+use cva_ledger::{read_pool, write_tx, Ledger, LedgerError};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use thiserror::Error;
@@ -61,8 +61,6 @@ pub enum ImportError {
     /// A stored value could not be read back (a column that should not hold it).
     #[error("statement data is corrupt: {0}")]
     Corrupt(String),
-    #[error("the ledger has no database backend")]
-    NoBackend,
     #[error("audit trail: {0}")]
     Audit(#[from] LedgerError),
     #[error("database: {0}")]
@@ -126,39 +124,6 @@ pub struct StoredLine {
 #[derive(Debug, Clone)]
 pub struct Statements {
     ledger: Ledger,
-}
-
-/// Runs `$body` in a write transaction of the ledger's backend, `$tx` bound to it; commits
-/// when the body finishes (an early `?` drops the transaction: nothing written).
-macro_rules! write_tx {
-    ($ledger:expr, |$tx:ident| $body:block) => {{
-        if let Some(pool) = $ledger.pg_pool() {
-            let mut $tx = pool.begin().await?;
-            let out = $body;
-            $tx.commit().await?;
-            out
-        } else if let Some(pool) = $ledger.sqlite_pool() {
-            let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let out = $body;
-            $tx.commit().await?;
-            out
-        } else {
-            return Err(ImportError::NoBackend);
-        }
-    }};
-}
-
-/// Runs `$body` with `$pool` bound to the ledger's pool (reads).
-macro_rules! read_pool {
-    ($ledger:expr, |$pool:ident| $body:block) => {{
-        if let Some($pool) = $ledger.pg_pool() {
-            $body
-        } else if let Some($pool) = $ledger.sqlite_pool() {
-            $body
-        } else {
-            return Err(ImportError::NoBackend);
-        }
-    }};
 }
 
 type StatementRow = (

@@ -16,41 +16,11 @@ use cva_ledger::Ledger;
 
 pub use cva_ledger::audit::AuditContext;
 
-/// Runs `$body` in a write transaction of whichever backend `$ledger` uses, with `$tx` bound to
-/// it, and commits when the body finishes (an early `?` return drops the transaction: nothing is
-/// written). Write SQL with `$n` placeholders (both backends accept them) and portable types.
-#[macro_export]
-macro_rules! write_tx {
-    ($ledger:expr, |$tx:ident| $body:block) => {{
-        if let Some(pool) = $ledger.pg_pool() {
-            let mut $tx = pool.begin().await?;
-            let out = $body;
-            $tx.commit().await?;
-            out
-        } else if let Some(pool) = $ledger.sqlite_pool() {
-            let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let out = $body;
-            $tx.commit().await?;
-            out
-        } else {
-            return Err($crate::RegistryError::NoBackend.into());
-        }
-    }};
-}
-
-/// Runs `$body` with `$pool` bound to the pool of whichever backend `$ledger` uses (reads).
-#[macro_export]
-macro_rules! read_pool {
-    ($ledger:expr, |$pool:ident| $body:block) => {{
-        if let Some($pool) = $ledger.pg_pool() {
-            $body
-        } else if let Some($pool) = $ledger.sqlite_pool() {
-            $body
-        } else {
-            return Err($crate::RegistryError::NoBackend.into());
-        }
-    }};
-}
+// The ledger's transaction macros, for this crate's modules (`write_tx!`, `read_pool!`) and,
+// re-exported, for the crates built on it.
+#[macro_use]
+extern crate cva_ledger;
+pub use cva_ledger::{read_pool, write_tx};
 
 pub mod cfw;
 pub mod entitlements;

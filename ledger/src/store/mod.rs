@@ -125,6 +125,13 @@ pub trait TxHook: Send + Sync {
     ) -> futures::future::BoxFuture<'a, Result<()>>;
 }
 
+/// A ledger's pool, by backend (see [`Ledger::pool`]).
+#[derive(Debug, Clone, Copy)]
+pub enum PoolRef<'a> {
+    Postgres(&'a sqlx::PgPool),
+    Sqlite(&'a sqlx::SqlitePool),
+}
+
 /// The ledger, on one of the two backends.
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -230,6 +237,15 @@ impl Ledger {
 
     pub fn policy(&self) -> &OpeningPolicy {
         &self.policy
+    }
+
+    /// The pool of whichever backend this ledger uses: what [`write_tx!`](crate::write_tx)
+    /// and [`read_pool!`](crate::read_pool) dispatch on.
+    pub fn pool(&self) -> PoolRef<'_> {
+        match &self.db {
+            Db::Postgres(b) => PoolRef::Postgres(&b.pool),
+            Db::Sqlite(b) => PoolRef::Sqlite(&b.pool),
+        }
     }
 
     /// The PostgreSQL pool, for tools (benchmarks) that need raw access.
