@@ -378,36 +378,13 @@ impl Batches {
 
     /// One batch with its sign-offs.
     pub async fn batch(&self, id: i64) -> Result<BatchView> {
-        type Row = (
-            i64,
-            String,
-            String,
-            String,
-            String,
-            i64,
-            i64,
-            i64,
-            Option<i32>,
-            Option<i32>,
-            Option<i32>,
-            String,
-            DateTime<Utc>,
-            Option<i64>,
-        );
-        let (row, signoffs): (Option<Row>, Vec<(String, String)>) = read_pool!(
+        let sql = format!("SELECT {BATCH_COLUMNS} FROM {BATCH_FROM} WHERE b.id = $1");
+        let (row, signoffs): (Option<BatchRow>, Vec<(i64, String, String)>) = read_pool!(
             self.registry.ledger(),
             |pool| {
-                let row = sqlx::query_as(
-                    "SELECT b.id, p.code, b.provider, b.currency, b.status, CAST(b.line_count AS BIGINT), b.total, b.fees, \
-                     CAST(b.approvals_required AS INTEGER), CAST(b.authorisations_required AS INTEGER), \
-                     CAST(b.releases_required AS INTEGER), b.prepared_by, b.created_at, b.follow_up_of \
-                     FROM batches b JOIN programmes p ON p.id = b.programme_id WHERE b.id = $1",
-                )
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
+                let row = sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?;
                 let signoffs = sqlx::query_as(
-                    "SELECT step, actor FROM batch_signoffs WHERE batch_id = $1 ORDER BY id",
+                    "SELECT batch_id, step, actor FROM batch_signoffs WHERE batch_id = $1 ORDER BY id",
                 )
                 .bind(id)
                 .fetch_all(pool)
@@ -416,26 +393,7 @@ impl Batches {
             }
         );
         let r = row.ok_or_else(|| RegistryError::NotFound(format!("batch {id} does not exist")))?;
-        Ok(BatchView {
-            id: r.0,
-            programme: r.1,
-            provider: r.2,
-            currency: r.3,
-            status: r.4,
-            line_count: r.5,
-            total: r.6,
-            fees: r.7,
-            approvals_required: r.8,
-            authorisations_required: r.9,
-            releases_required: r.10,
-            prepared_by: r.11,
-            follow_up_of: r.13,
-            signoffs: signoffs
-                .into_iter()
-                .map(|(step, by)| Signoff { step, by })
-                .collect(),
-            created_at: r.12,
-        })
+        Ok(batch_view(r, &signoffs))
     }
 
     /// Submits a draft for sign-off (the preparer only); fixes the sign-offs its total needs.
@@ -733,24 +691,36 @@ impl Batches {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<BatchView>> {
-        let ids: Vec<i64> = read_pool!(self.registry.ledger(), |pool| {
-            sqlx::query_scalar(
-                "SELECT b.id FROM batches b JOIN programmes p ON p.id = b.programme_id \
-                 WHERE ($1 IS NULL OR p.code = $1) AND ($2 IS NULL OR b.status = $2) \
-                 AND ($3 IS NULL OR b.id < $3) ORDER BY b.id DESC LIMIT $4",
-            )
-            .bind(programme)
-            .bind(status)
-            .bind(before)
-            .bind(limit.clamp(1, 1000))
-            .fetch_all(pool)
-            .await?
-        });
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(self.batch(id).await?);
-        }
-        Ok(out)
+        let sql = format!(
+            "SELECT {BATCH_COLUMNS} FROM {BATCH_FROM} \
+             WHERE ($1 IS NULL OR p.code = $1) AND ($2 IS NULL OR b.status = $2) \
+             AND ($3 IS NULL OR b.id < $3) ORDER BY b.id DESC LIMIT $4"
+        );
+        let (rows, signoffs): (Vec<BatchRow>, Vec<(i64, String, String)>) =
+            read_pool!(self.registry.ledger(), |pool| {
+                let rows: Vec<BatchRow> = sqlx::query_as(&sql)
+                    .bind(programme)
+                    .bind(status)
+                    .bind(before)
+                    .bind(limit.clamp(1, 1000))
+                    .fetch_all(pool)
+                    .await?;
+                // The page's sign-offs in one query: ids run from the last row's to the first's.
+                let (low, high) = (
+                    rows.last().map_or(0, |r| r.0),
+                    rows.first().map_or(0, |r| r.0),
+                );
+                let signoffs = sqlx::query_as(
+                    "SELECT batch_id, step, actor FROM batch_signoffs \
+                     WHERE batch_id >= $1 AND batch_id <= $2 ORDER BY id",
+                )
+                .bind(low)
+                .bind(high)
+                .fetch_all(pool)
+                .await?;
+                (rows, signoffs)
+            });
+        Ok(rows.into_iter().map(|r| batch_view(r, &signoffs)).collect())
     }
 
     /// A follow-up batch (a draft linked to `id`) for the failed lines of batch `id` whose
@@ -841,6 +811,59 @@ impl Batches {
             AuditConn::append(&mut *tx, &rec).await?;
         });
         self.batch(id).await
+    }
+}
+
+/// The columns of a [`BatchView`] (with [`BATCH_FROM`]), in [`BatchRow`] order.
+const BATCH_COLUMNS: &str = "b.id, p.code, b.provider, b.currency, b.status, \
+     CAST(b.line_count AS BIGINT), b.total, b.fees, CAST(b.approvals_required AS INTEGER), \
+     CAST(b.authorisations_required AS INTEGER), CAST(b.releases_required AS INTEGER), \
+     b.prepared_by, b.created_at, b.follow_up_of";
+const BATCH_FROM: &str = "batches b JOIN programmes p ON p.id = b.programme_id";
+
+type BatchRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<i32>,
+    Option<i32>,
+    Option<i32>,
+    String,
+    DateTime<Utc>,
+    Option<i64>,
+);
+
+/// A batch row with its sign-offs (taken from `signoffs`: `(batch_id, step, actor)` in the
+/// order given, other batches' ignored).
+fn batch_view(r: BatchRow, signoffs: &[(i64, String, String)]) -> BatchView {
+    BatchView {
+        id: r.0,
+        programme: r.1,
+        provider: r.2,
+        currency: r.3,
+        status: r.4,
+        line_count: r.5,
+        total: r.6,
+        fees: r.7,
+        approvals_required: r.8,
+        authorisations_required: r.9,
+        releases_required: r.10,
+        prepared_by: r.11,
+        follow_up_of: r.13,
+        signoffs: signoffs
+            .iter()
+            .filter(|s| s.0 == r.0)
+            .map(|(_, step, by)| Signoff {
+                step: step.clone(),
+                by: by.clone(),
+            })
+            .collect(),
+        created_at: r.12,
     }
 }
 

@@ -204,12 +204,19 @@ impl Batches {
         ctx: &AuditContext,
     ) -> Result<Applied> {
         let provider = self.provider_of(b)?;
+        // Only the id range the outcomes cover (an attempt's lines are consecutive ids): a
+        // batch settled attempt by attempt reads each open line once, not once per attempt.
+        let low = outcomes.iter().map(|o| o.line).min().unwrap_or(0);
+        let high = outcomes.iter().map(|o| o.line).max().unwrap_or(-1);
         let open: Vec<(i64, i64, i64, i64, String)> = read_pool!(self.registry.ledger(), |pool| {
             sqlx::query_as(
                 "SELECT id, household_id, amount, fee, status FROM batch_lines \
-                     WHERE batch_id = $1 AND status IN ('in_flight', 'unknown')",
+                     WHERE batch_id = $1 AND status IN ('in_flight', 'unknown') \
+                     AND id >= $2 AND id <= $3",
             )
             .bind(b.id)
+            .bind(low)
+            .bind(high)
             .fetch_all(pool)
             .await?
         });
