@@ -175,6 +175,11 @@ impl Batches {
         }
     }
 
+    /// The registry (and through it the ledger) the batches live in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn config(&self) -> &PaymentsConfig {
         &self.config
     }

@@ -63,6 +63,7 @@ pub mod amount;
 pub mod date;
 pub mod mapping;
 pub mod matching;
+pub mod run;
 mod source;
 pub mod statement;
 pub mod store;
@@ -76,4 +77,5 @@ pub use statement::{
     content_sha256, parse_all, parse_reader, ParsedStatement, RowError, StatementError,
     StatementLine, StatementReader, StatementStatus,
 };
+pub use run::{Reconciler, RunError, RunOptions, RunView};
 pub use store::{ImportError, ImportedStatement, Statements, StoredLine};

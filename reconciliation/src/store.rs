@@ -18,7 +18,9 @@
 //!
 //! **Phone numbers are not stored**, not even hashed: a phone number has so few digits that a
 //! plain hash is reversed by hashing every number of the country. `statement_lines.msisdn_index`
-//! stays NULL, kept for a keyed blind index should matching ever need the number. Errors never
+//! holds a keyed blind index instead when the caller gives one ([`Statements::import_indexed`]
+//! with the registry's HMAC, as for `households.msisdn_index`): without the key it reveals
+//! nothing, and matching compares it with the household's. Errors never
 //! carry a phone number either: row errors never repeat a cell's value (see
 //! [`crate::statement`]).
 //!
@@ -178,6 +180,23 @@ impl Statements {
         currency: Currency,
         ctx: &AuditContext,
     ) -> Result<ImportedStatement> {
+        self.import_indexed(provider, bytes, mapping, currency, &|_| None, ctx)
+            .await
+    }
+
+    /// [`import`](Self::import), keeping for each line the keyed blind index of its phone
+    /// number that `msisdn_index` computes (the registry's
+    /// `Registry::msisdn_index`, the same HMAC as `households.msisdn_index`), so matching's
+    /// fallback rule can compare payees without any phone number being stored.
+    pub async fn import_indexed(
+        &self,
+        provider: &str,
+        bytes: &[u8],
+        mapping: &ColumnMapping,
+        currency: Currency,
+        msisdn_index: &(dyn Fn(&str) -> Option<String> + Sync),
+        ctx: &AuditContext,
+    ) -> Result<ImportedStatement> {
         let provider = provider.trim();
         if provider.is_empty()
             || provider.chars().count() > MAX_PROVIDER_CHARS
@@ -197,7 +216,11 @@ impl Statements {
             return Err(ImportError::AlreadyImported { statement_id });
         }
 
-        let lines = parsed.lines;
+        let mut lines = parsed.lines;
+        // The number itself goes no further than this: it is replaced by its keyed index.
+        for l in &mut lines {
+            l.msisdn = l.msisdn.take().and_then(|m| msisdn_index(&m));
+        }
         let balance_currency = parsed
             .opening_balance
             .or(parsed.closing_balance)
@@ -421,9 +444,10 @@ impl LineSink for sqlx::PgConnection {
             // One statement for every line: ten arrays, unnested side by side.
             sqlx::query(
                 "INSERT INTO statement_lines (statement_id, row_no, transaction_id, reference, \
-                 amount, fee, currency, status, at, balance_after) \
+                 amount, fee, currency, status, at, balance_after, msisdn_index) \
                  SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], \
-                 $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::TIMESTAMPTZ[], $10::BIGINT[])",
+                 $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::TIMESTAMPTZ[], $10::BIGINT[], \
+                 $11::TEXT[])",
             )
             .bind(statement_id)
             .bind(lines.iter().map(row_no).collect::<Vec<_>>())
@@ -450,6 +474,7 @@ impl LineSink for sqlx::PgConnection {
                     .map(|l| l.balance_after_minor)
                     .collect::<Vec<_>>(),
             )
+            .bind(lines.iter().map(|l| l.msisdn.as_deref()).collect::<Vec<_>>())
             .execute(&mut *self)
             .await?;
             Ok(())
@@ -467,9 +492,10 @@ impl LineSink for sqlx::SqliteConnection {
             for chunk in lines.chunks(SQLITE_CHUNK) {
                 let mut sql = String::from(
                     "INSERT INTO statement_lines (statement_id, row_no, transaction_id, \
-                     reference, amount, fee, currency, status, at, balance_after) VALUES ",
+                     reference, amount, fee, currency, status, at, balance_after, \
+                     msisdn_index) VALUES ",
                 );
-                sql.push_str(&values_list(chunk.len(), 10));
+                sql.push_str(&values_list(chunk.len(), 11));
                 let mut q = sqlx::query(&sql);
                 for l in chunk {
                     q = q
@@ -482,7 +508,8 @@ impl LineSink for sqlx::SqliteConnection {
                         .bind(l.currency.code())
                         .bind(l.status.as_str())
                         .bind(l.at)
-                        .bind(l.balance_after_minor);
+                        .bind(l.balance_after_minor)
+                        .bind(l.msisdn.as_deref());
                 }
                 q.execute(&mut *self).await?;
             }

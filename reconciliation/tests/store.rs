@@ -299,7 +299,7 @@ async fn the_database_refuses_changes_deletes_and_duplicate_hashes() {
     }
     if db.is_postgres() {
         let err = db
-            .raw(&["TRUNCATE statement_lines, statements"])
+            .raw(&["TRUNCATE statement_lines, statements CASCADE"])
             .await
             .unwrap_err();
         assert!(err.contains("append-only"), "{err}");

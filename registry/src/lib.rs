@@ -66,6 +66,31 @@ impl Registry {
     pub fn open_msisdn(&self, sealed: &str) -> Result<String> {
         Ok(self.keys.open(cva_households::pii::Field::Msisdn, sealed)?)
     }
+
+    /// The keyed blind index (`households.msisdn_index`) of a phone number written any way a
+    /// provider writes it (`+223 76…`, `22376…`, `76…`): normalised to E.164 as enrolment does,
+    /// then HMAC-ed under the registry's index key. `None` when it is not a phone number of the
+    /// operator table. Lets reconciliation compare a statement's payee with a household
+    /// without storing either number.
+    pub fn msisdn_index(&self, raw: &str) -> Option<String> {
+        let normalised = self
+            .operators
+            .normalise(raw, &self.default_country)
+            .or_else(|e| {
+                let digits = raw.trim();
+                if digits.starts_with('+') {
+                    Err(e)
+                } else {
+                    self.operators
+                        .normalise(&format!("+{digits}"), &self.default_country)
+                }
+            })
+            .ok()?;
+        Some(
+            self.keys
+                .blind_index(cva_households::pii::Field::Msisdn, normalised.0.as_str()),
+        )
+    }
 }
 
 /// `rows` groups of `cols` placeholders for a multi-row `VALUES` list: `$1, $2, …` on
