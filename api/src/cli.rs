@@ -80,8 +80,16 @@ pub enum Command {
     Batches(BatchesArgs),
     /// Payment providers: float balances, and funding a float, as an authenticated user.
     Providers(ProvidersArgs),
-    /// Provider statements: import one (finance_officer), as an authenticated user.
+    /// Provider statements: import, reconcile against the payments, read runs, as an
+    /// authenticated user.
     Statements(StatementsArgs),
+    /// The reconciliation exceptions queue: list, show, assign, comment, resolve, and
+    /// adjusting entries (proposed by one finance officer, approved by another), as an
+    /// authenticated user.
+    Exceptions(ExceptionsArgs),
+    /// Reports for auditors (budget, household, trial balance, journal, reconciliation) with
+    /// their SHA-256, and verification of a report file, as an authenticated user.
+    Reports(crate::commands::reports::ReportsArgs),
 }
 
 /// Who a batch or provider command acts as. The password comes from `CVA_PASSWORD`, else one
@@ -122,6 +130,137 @@ pub enum StatementCommand {
         /// `simulator`, `generic`, or a JSON mapping file.
         #[arg(long, default_value = "generic")]
         mapping: String,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// A statement and its reconciliation runs (every role).
+    Show {
+        id: i64,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Reconcile a statement against the payments: match, post what the statement settles
+    /// (unknown lines it shows paid or failed, reversals), reconcile the float, open the
+    /// exceptions. Safe to repeat (finance_officer).
+    Reconcile {
+        id: i64,
+        /// The fallback rule's time window (payee, amount and date), hours.
+        #[arg(long, default_value_t = 72)]
+        window_hours: i64,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// A reconciliation run: summary, float reconciliation, and its items (every role).
+    Run {
+        id: i64,
+        /// Only items of this category (e.g. amount_mismatch); `all` for every item.
+        #[arg(long, default_value = "exceptions")]
+        items: String,
+        /// Most items to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExceptionsArgs {
+    #[command(flatten)]
+    pub act_as: ActAs,
+    #[command(subcommand)]
+    pub command: ExceptionCommand,
+}
+
+/// The exceptions queue. Every role reads; finance officers act (an adjustment is approved or
+/// rejected by another finance officer than its proposer).
+#[derive(Debug, Subcommand)]
+pub enum ExceptionCommand {
+    /// Exceptions, oldest first (every role).
+    List {
+        /// open, assigned, awaiting_approval or resolved.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this statement's exceptions.
+        #[arg(long)]
+        statement: Option<i64>,
+        /// Only exceptions assigned to this user.
+        #[arg(long)]
+        assignee: Option<String>,
+        /// Only this category, e.g. amount_mismatch.
+        #[arg(long)]
+        category: Option<String>,
+        /// Only exceptions with a greater id (the last id of the previous page).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// 1 to 1000.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// An exception with its history and adjustments (every role).
+    Show {
+        id: i64,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Assign an exception to a finance officer (finance_officer).
+    Assign {
+        id: i64,
+        /// The user who works it (an enabled finance officer).
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Add a note to an exception's history (finance_officer).
+    Comment {
+        id: i64,
+        #[arg(long)]
+        note: String,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Resolve an exception without moving money; the note says why. Final (finance_officer).
+    Resolve {
+        id: i64,
+        #[arg(long)]
+        note: String,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Propose the adjusting entry that settles an exception; another finance officer must
+    /// approve it before anything is posted (finance_officer).
+    ProposeAdjustment {
+        id: i64,
+        #[arg(long)]
+        description: String,
+        /// ACCOUNT:debit|credit:AMOUNT, the amount in major units of the exception's currency
+        /// (e.g. expense:fees:orange-money:debit:500); repeat for each line.
+        #[arg(long = "line", required = true, value_name = "ACCOUNT:SIDE:AMOUNT")]
+        lines: Vec<String>,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Approve an adjustment: posts its entry and resolves the exception (finance_officer;
+    /// not its proposer).
+    ApproveAdjustment {
+        /// The adjustment's id.
+        id: i64,
+        /// Becomes the exception's resolution.
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Reject an adjustment; nothing is posted and the exception is open again
+    /// (finance_officer; not its proposer).
+    RejectAdjustment {
+        /// The adjustment's id.
+        id: i64,
+        #[arg(long)]
+        note: String,
         #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
         format: ShowFormat,
     },

@@ -9,6 +9,9 @@
 //! | read batches, lines, attempts, provider balances | every role (`admin`, `programme_officer`, `finance_officer`, `auditor`) |
 //! | create, submit, cancel, reissue | `programme_officer` |
 //! | approve, authorise, release, send, fund a float | `finance_officer` |
+//! | import a provider statement, reconcile it | `finance_officer` |
+//! | read the exceptions queue (exceptions, history, adjustments) | every role |
+//! | assign, comment, resolve an exception; propose, approve, reject an adjustment | `finance_officer` (an adjustment is decided by another person than its proposer) |
 //!
 //! The maker-checker rules (the preparer never signs; nobody signs a batch twice) are the
 //! batches crate's, enforced there and by the database whatever role a person holds.
@@ -42,6 +45,14 @@ pub enum Action {
     Reissue,
     FundFloat,
     ImportStatement,
+    Reconcile,
+    /// Reading the exceptions queue.
+    ReadExceptions,
+    /// Assigning, commenting on or resolving an exception.
+    WorkException,
+    ProposeAdjustment,
+    /// Approving or rejecting an adjustment.
+    DecideAdjustment,
 }
 
 /// Preparing a batch: programme staff.
@@ -53,14 +64,18 @@ impl Action {
     /// The roles that may take this action (any one of them).
     pub fn roles(self) -> &'static [Role] {
         match self {
-            Action::Read => crate::http::auth::READERS,
+            Action::Read | Action::ReadExceptions => crate::http::auth::READERS,
             Action::Create | Action::Submit | Action::Cancel | Action::Reissue => PREPARERS,
             Action::Approve
             | Action::Authorise
             | Action::Release
             | Action::Send
             | Action::FundFloat
-            | Action::ImportStatement => SIGNERS,
+            | Action::ImportStatement
+            | Action::Reconcile
+            | Action::WorkException
+            | Action::ProposeAdjustment
+            | Action::DecideAdjustment => SIGNERS,
         }
     }
 
@@ -78,6 +93,11 @@ impl Action {
             Action::Reissue => "re-issuing a batch",
             Action::FundFloat => "funding a provider float",
             Action::ImportStatement => "importing a provider statement",
+            Action::Reconcile => "reconciling a provider statement",
+            Action::ReadExceptions => "reading the exceptions queue",
+            Action::WorkException => "working an exception",
+            Action::ProposeAdjustment => "proposing an adjusting entry",
+            Action::DecideAdjustment => "approving or rejecting an adjusting entry",
         }
     }
 
@@ -377,7 +397,18 @@ mod tests {
             assert!(a.acting_role(&fo).is_none(), "{a:?}");
             assert!(a.acting_role(&admin).is_none(), "{a:?}");
         }
-        for a in [Approve, Authorise, Release, Send, FundFloat] {
+        for a in [
+            Approve,
+            Authorise,
+            Release,
+            Send,
+            FundFloat,
+            ImportStatement,
+            Reconcile,
+            WorkException,
+            ProposeAdjustment,
+            DecideAdjustment,
+        ] {
             assert!(a.acting_role(&fo).is_some(), "{a:?}");
             assert!(a.acting_role(&po).is_none(), "{a:?}");
             assert!(
@@ -388,6 +419,7 @@ mod tests {
         }
         for u in [&po, &fo, &admin, &auditor] {
             assert!(Read.acting_role(u).is_some());
+            assert!(ReadExceptions.acting_role(u).is_some());
         }
         // Recorded under the role that allows the step, not the most powerful one held.
         let both = user(&[Role::Admin, Role::FinanceOfficer]);

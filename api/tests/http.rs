@@ -634,6 +634,21 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/batches/{id}/send"),
     ("get", "/v1/providers"),
     ("post", "/v1/providers/{name}/float"),
+    ("post", "/v1/statements"),
+    ("get", "/v1/statements/{id}"),
+    ("post", "/v1/statements/{id}/reconcile"),
+    ("get", "/v1/reconciliations/{id}"),
+    ("get", "/v1/reconciliations/{id}/items"),
+    ("get", "/v1/exceptions"),
+    ("get", "/v1/exceptions/{id}"),
+    ("post", "/v1/exceptions/{id}/assign"),
+    ("post", "/v1/exceptions/{id}/comment"),
+    ("post", "/v1/exceptions/{id}/resolve"),
+    ("post", "/v1/exceptions/{id}/adjustments"),
+    ("post", "/v1/adjustments/{id}/approve"),
+    ("post", "/v1/adjustments/{id}/reject"),
+    ("get", "/v1/reports/{kind}"),
+    ("post", "/v1/reports/verify"),
 ];
 
 #[tokio::test]

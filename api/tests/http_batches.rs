@@ -902,3 +902,157 @@ async fn without_payments_configuration_the_server_runs_and_batch_routes_say_why
     assert!(doc["paths"]["/v1/batches/{id}/send"]["post"]["responses"]["202"].is_object());
     api.cleanup().await;
 }
+
+/// A provider statement over HTTP: uploaded by a finance officer (an auditor may not; the
+/// same file twice is 409; a bad file is 422 with its row and column), reconciled (201, the
+/// paid lines matched, nothing left unexplained in the float), then read back: the statement
+/// with its run, the run with its float lines, its items by category.
+#[tokio::test]
+async fn a_statement_is_uploaded_reconciled_and_read_over_http() {
+    let api = Api::new(true).await;
+    let fin = api.user("fin", &[Role::FinanceOfficer], &[]).await;
+    let auditor = api.user("auditor", &[Role::Auditor], &[]).await;
+    let b = api.state.payments.batches().unwrap().clone();
+    let ledger = api.db.ledger.clone();
+    ledger
+        .post(cva_ledger::testing::transfer(
+            "bank-topup",
+            "assets:bank",
+            "income:topup",
+            1_000_000,
+        ))
+        .await
+        .unwrap();
+    b.fund_float("orange-money", "1000000", "assets:bank", "T-1", &ctx("fo"))
+        .await
+        .unwrap();
+    let made = b
+        .create(
+            &cva_batches::Filters {
+                programme: P.into(),
+                provider: Some("orange-money".into()),
+                ..cva_batches::Filters::default()
+            },
+            &ctx("preparer"),
+        )
+        .await
+        .unwrap();
+    let id = made.batches[0].id;
+    b.submit(id, &ctx("preparer")).await.unwrap();
+    b.sign(id, cva_batches::Step::Approve, &ctx("ana"))
+        .await
+        .unwrap();
+    b.sign(id, cva_batches::Step::Authorise, &ctx("bo"))
+        .await
+        .unwrap();
+    b.sign(id, cva_batches::Step::Release, &ctx("cy"))
+        .await
+        .unwrap();
+    let sent = b
+        .send(id, &api.state.payments.send_options(), &ctx("cy"))
+        .await
+        .unwrap();
+    assert_eq!((sent.completed, sent.failed), (2, 1), "{sent:?}");
+    let csv = api.sim.as_ref().unwrap().statement_csv();
+
+    let upload = "/v1/statements?provider=orange-money&mapping=simulator";
+    let (s, v) = api
+        .call_as(
+            "POST",
+            upload,
+            Some(&auditor),
+            "text/csv",
+            Some(csv.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) = api
+        .call_as(
+            "POST",
+            upload,
+            Some(&fin),
+            "application/json",
+            Some(csv.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let bad = csv.replacen(",XOF,", ",XOF,abc", 1);
+    let (s, v) = api
+        .call_as("POST", upload, Some(&fin), "text/csv", Some(bad))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["errors"][0]["row"], 2, "{v}");
+    assert_eq!(v["errors"][0]["column"], "fee", "{v}");
+    let (s, v) = api
+        .call_as(
+            "POST",
+            "/v1/statements?provider=wave",
+            Some(&fin),
+            "text/csv",
+            Some(csv.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, st) = api
+        .call_as("POST", upload, Some(&fin), "text/csv", Some(csv.clone()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{st}");
+    assert_eq!(st["lines"], 2);
+    assert!(
+        !st.to_string().contains("22376"),
+        "no phone number echoed: {st}"
+    );
+    let (s, v) = api
+        .call_as("POST", upload, Some(&fin), "text/csv", Some(csv))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    problem(&v, 409, "already-imported", "already imported");
+
+    let sid = st["id"].as_i64().unwrap();
+    let reconcile = format!("/v1/statements/{sid}/reconcile");
+    let (s, v) = api.post_empty(&reconcile, &auditor).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) = api
+        .post(&reconcile, &fin, json!({"window_hours": 9999}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    problem(&v, 422, "invalid-field", "window_hours");
+    let (s, run) = api.post_empty(&reconcile, &fin).await;
+    assert_eq!(s, StatusCode::CREATED, "{run}");
+    // Our fee schedule says 1 %, at least 100 (200 XOF here); the simulator takes its own
+    // flat fee: both paid lines are fee mismatches, found and left for a person.
+    assert_eq!(run["summary"]["fee_mismatch"], 2, "{run}");
+    assert_eq!(run["float"]["unexplained"], 0, "{run}");
+    assert_eq!(run["exceptions_opened"], 2, "{run}");
+
+    let rid = run["id"].as_i64().unwrap();
+    let (s, detail) = api
+        .get(&format!("/v1/reconciliations/{rid}"), &auditor)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{detail}");
+    assert_eq!(detail["run"]["id"], rid);
+    assert!(detail["float_lines"].is_array());
+    let (s, items) = api
+        .get(
+            &format!("/v1/reconciliations/{rid}/items?category=fee_mismatch"),
+            &auditor,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{items}");
+    assert_eq!(items.as_array().unwrap().len(), 2);
+    assert_eq!(items[0]["rule"], "provider_transaction_id");
+    let (s, v) = api
+        .get(
+            &format!("/v1/reconciliations/{rid}/items?category=nope"),
+            &auditor,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, v) = api.get(&format!("/v1/statements/{sid}"), &auditor).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["runs"].as_array().unwrap().len(), 1);
+    let (s, _) = api.get("/v1/reconciliations/99999", &auditor).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_books_sound(&ledger).await;
+    api.cleanup().await;
+}

@@ -61,6 +61,7 @@
 
 pub mod amount;
 pub mod date;
+pub mod exceptions;
 pub mod mapping;
 pub mod matching;
 pub mod run;
@@ -68,14 +69,18 @@ mod source;
 pub mod statement;
 pub mod store;
 
+pub use exceptions::{
+    AdjustmentLine, AdjustmentStatus, AdjustmentView, ExceptionDetail, ExceptionError,
+    ExceptionEvent, ExceptionFilter, ExceptionStatus, ExceptionView, Exceptions,
+};
 pub use mapping::{ColumnMapping, MappingError};
 pub use matching::{
     reconcile, reconcile_with, Category, Item, MatchOptions, Payment, PaymentStatus,
     Reconciliation, Rule, Summary,
 };
+pub use run::{Reconciler, RunError, RunOptions, RunView};
 pub use statement::{
     content_sha256, parse_all, parse_reader, ParsedStatement, RowError, StatementError,
     StatementLine, StatementReader, StatementStatus,
 };
-pub use run::{Reconciler, RunError, RunOptions, RunView};
 pub use store::{ImportError, ImportedStatement, Statements, StoredLine};

@@ -368,11 +368,8 @@ impl Reconciler {
             .enumerate()
             .map(|(i, p)| (p.line, i))
             .collect();
-        let by_row: HashMap<usize, usize> = lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.row, i))
-            .collect();
+        let by_row: HashMap<usize, usize> =
+            lines.iter().enumerate().map(|(i, l)| (l.row, i)).collect();
 
         // Step 3: what the statement settles.
         let mut actions: HashMap<i64, Action> = HashMap::new();
@@ -532,11 +529,13 @@ impl Reconciler {
             let breaks = running_breaks(&lines, currency, st.opening_balance.map(|a| a.minor()));
             let ledger_closing = float.closing;
             let ledger_opening = ledger_closing - float.since_t0;
-            let (statement_opening, statement_closing) = match (&st.opening_balance, &st.closing_balance)
-            {
-                (Some(o), Some(c)) if o.currency() == currency => (Some(o.minor()), Some(c.minor())),
-                _ => (None, None),
-            };
+            let (statement_opening, statement_closing) =
+                match (&st.opening_balance, &st.closing_balance) {
+                    (Some(o), Some(c)) if o.currency() == currency => {
+                        (Some(o.minor()), Some(c.minor()))
+                    }
+                    _ => (None, None),
+                };
             let difference = match (statement_opening, statement_closing) {
                 (Some(o), Some(c)) => {
                     float_rows.push(FloatRow {
@@ -650,7 +649,13 @@ impl Reconciler {
                 "exceptions_opened": opened,
                 "exceptions_seen_again": seen,
             });
-            let rec = AuditRecord::new(ctx, "reconciliation.run", "reconciliation", id.to_string(), change);
+            let rec = AuditRecord::new(
+                ctx,
+                "reconciliation.run",
+                "reconciliation",
+                id.to_string(),
+                change,
+            );
             AuditConn::append(&mut *tx, &rec).await?;
             RunView {
                 id,
@@ -694,7 +699,8 @@ impl Reconciler {
         let row: Option<RunRow> = read_pool!(self.statements.ledger(), |pool| {
             sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?
         });
-        let row = row.ok_or_else(|| RunError::NotFound(format!("reconciliation {id} not found")))?;
+        let row =
+            row.ok_or_else(|| RunError::NotFound(format!("reconciliation {id} not found")))?;
         self.view_of(row).await
     }
 
@@ -704,7 +710,10 @@ impl Reconciler {
             "SELECT {RUN_COLUMNS} FROM reconciliations WHERE statement_id = $1 ORDER BY run_no"
         );
         let rows: Vec<RunRow> = read_pool!(self.statements.ledger(), |pool| {
-            sqlx::query_as(&sql).bind(statement_id).fetch_all(pool).await?
+            sqlx::query_as(&sql)
+                .bind(statement_id)
+                .fetch_all(pool)
+                .await?
         });
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
@@ -737,12 +746,10 @@ impl Reconciler {
         let summary: Summary = serde_json::from_str(&summary)
             .map_err(|e| RunError::Corrupt(format!("run {id}: summary: {e}")))?;
         let (opened, seen): (i64, i64) = read_pool!(self.statements.ledger(), |pool| {
-            let opened = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM exceptions WHERE first_run = $1",
-            )
-            .bind(id)
-            .fetch_one(pool)
-            .await?;
+            let opened = sqlx::query_scalar("SELECT COUNT(*) FROM exceptions WHERE first_run = $1")
+                .bind(id)
+                .fetch_one(pool)
+                .await?;
             let seen = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM exceptions WHERE last_run = $1 AND first_run <> $1",
             )
@@ -805,7 +812,16 @@ impl Reconciler {
         })?;
         self.get(id).await?;
         let category = category.map(Category::as_str);
-        type ItemRow = (i64, String, Option<String>, Option<i64>, String, i64, Option<String>, String);
+        type ItemRow = (
+            i64,
+            String,
+            Option<String>,
+            Option<i64>,
+            String,
+            i64,
+            Option<String>,
+            String,
+        );
         let rows: Vec<ItemRow> = read_pool!(self.statements.ledger(), |pool| {
             sqlx::query_as(
                 "SELECT id, category, rule, line_id, statement_rows, float_effect, action, detail \
@@ -820,20 +836,22 @@ impl Reconciler {
             .await?
         });
         rows.into_iter()
-            .map(|(id, category, rule, line_id, rows, float_effect, action, detail)| {
-                let statement_rows = parse_rows(&rows)
-                    .ok_or_else(|| RunError::Corrupt(format!("item {id}: statement rows")))?;
-                Ok(StoredItem {
-                    id,
-                    category,
-                    rule,
-                    line_id,
-                    statement_rows,
-                    float_effect,
-                    action,
-                    detail,
-                })
-            })
+            .map(
+                |(id, category, rule, line_id, rows, float_effect, action, detail)| {
+                    let statement_rows = parse_rows(&rows)
+                        .ok_or_else(|| RunError::Corrupt(format!("item {id}: statement rows")))?;
+                    Ok(StoredItem {
+                        id,
+                        category,
+                        rule,
+                        line_id,
+                        statement_rows,
+                        float_effect,
+                        action,
+                        detail,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -958,7 +976,11 @@ fn movement(l: &StatementLine) -> i64 {
 
 /// Rows whose `balance_after` is not the previous balance plus the row's movement, with the
 /// size of the jump (`balance_after − expected`). Rows without a balance are skipped.
-fn running_breaks(lines: &[StatementLine], currency: Currency, opening: Option<i64>) -> Vec<(usize, i64)> {
+fn running_breaks(
+    lines: &[StatementLine],
+    currency: Currency,
+    opening: Option<i64>,
+) -> Vec<(usize, i64)> {
     let mut out = Vec::new();
     let Some(mut balance) = opening else {
         return out;
@@ -1018,13 +1040,18 @@ fn settled_item(
         .sum::<i64>();
     let mut category = item.category;
     let mut detail = item.detail;
-    if let (Some(a), Some(p)) = (action, item.payment.and_then(|l| by_line.get(&l)).map(|&i| &payments[i])) {
+    if let (Some(a), Some(p)) = (
+        action,
+        item.payment
+            .and_then(|l| by_line.get(&l))
+            .map(|&i| &payments[i]),
+    ) {
         match a {
             Action::Confirmed | Action::Failed => {
                 let fee_differs = a == Action::Confirmed
-                    && row_lines
-                        .iter()
-                        .any(|l| l.status == StatementStatus::Completed && l.fee_minor != p.fee_minor);
+                    && row_lines.iter().any(|l| {
+                        l.status == StatementStatus::Completed && l.fee_minor != p.fee_minor
+                    });
                 category = if fee_differs {
                     Category::FeeMismatch
                 } else {
@@ -1033,7 +1060,11 @@ fn settled_item(
                 detail = format!(
                     "{detail}; resolved by the statement: {} → {}",
                     p.status.as_str(),
-                    if a == Action::Confirmed { "completed" } else { "failed" }
+                    if a == Action::Confirmed {
+                        "completed"
+                    } else {
+                        "failed"
+                    }
                 );
             }
             Action::ReversalBooked => {
@@ -1277,7 +1308,8 @@ trait RunSink: Send {
     ) -> BoxFuture<'a, Result<(i64, i64)>>;
 }
 
-const EXCEPTION_UPSERT: &str = "ON CONFLICT (statement_id, key) DO UPDATE SET last_run = excluded.last_run \
+const EXCEPTION_UPSERT: &str =
+    "ON CONFLICT (statement_id, key) DO UPDATE SET last_run = excluded.last_run \
      RETURNING id, first_run";
 
 impl RunSink for sqlx::PgConnection {
@@ -1322,7 +1354,11 @@ impl RunSink for sqlx::PgConnection {
             )
             .bind(run)
             .bind(rows.iter().map(|r| r.kind).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.entry_id.as_deref()).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.entry_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
             .bind(rows.iter().map(|r| r.row_no).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.amount).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())

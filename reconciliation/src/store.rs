@@ -474,7 +474,12 @@ impl LineSink for sqlx::PgConnection {
                     .map(|l| l.balance_after_minor)
                     .collect::<Vec<_>>(),
             )
-            .bind(lines.iter().map(|l| l.msisdn.as_deref()).collect::<Vec<_>>())
+            .bind(
+                lines
+                    .iter()
+                    .map(|l| l.msisdn.as_deref())
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut *self)
             .await?;
             Ok(())

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cva_batches::testing::{batches, config, ctx, entitlements, phone, released, registry, P};
+use cva_batches::testing::{batches, config, ctx, entitlements, phone, registry, released, P};
 use cva_batches::{Batches, SendOptions};
 use cva_ledger::money::Currency;
 use cva_ledger::testing::{assert_books_sound, bal, TestDb};
@@ -130,7 +130,10 @@ async fn the_simulators_statement_reconciles_and_books_the_reversal_once() {
     assert!(csv.contains("-REV"), "the simulator reversed one payment");
     let statement = import(&reg, &csv).await;
     let r = Reconciler::new(b.clone());
-    let run = r.run(statement, RunOptions::default(), &ctx("fo")).await.unwrap();
+    let run = r
+        .run(statement, RunOptions::default(), &ctx("fo"))
+        .await
+        .unwrap();
 
     assert_eq!(run.run_no, 1);
     assert_eq!(run.summary.matched, 4, "{run:?}");
@@ -164,13 +167,19 @@ async fn the_simulators_statement_reconciles_and_books_the_reversal_once() {
         .find(|l| l.id == reversed.line_id.unwrap())
         .unwrap();
     assert_eq!(
-        (reversed_line.status.as_str(), reversed_line.failure_code.as_deref()),
+        (
+            reversed_line.status.as_str(),
+            reversed_line.failure_code.as_deref()
+        ),
         ("failed", Some("reversed"))
     );
     assert_eq!(
         bal(
             reg.ledger(),
-            &format!("liabilities:entitlements:{P}:hh-{}", reversed_line.household)
+            &format!(
+                "liabilities:entitlements:{P}:hh-{}",
+                reversed_line.household
+            )
         )
         .await,
         20_000,
@@ -178,7 +187,10 @@ async fn the_simulators_statement_reconciles_and_books_the_reversal_once() {
     );
 
     // Again: nothing posted twice, same result, still nothing to explain.
-    let again = r.run(statement, RunOptions::default(), &ctx("fo")).await.unwrap();
+    let again = r
+        .run(statement, RunOptions::default(), &ctx("fo"))
+        .await
+        .unwrap();
     assert_eq!(again.run_no, 2);
     assert_eq!(again.outcomes_posted, 0);
     assert_eq!(again.summary, run.summary);
@@ -255,14 +267,23 @@ async fn each_rule_and_category_on_a_hand_made_statement() {
     let sent = b.send(batch.id, &options(600), &ctx("cy")).await.unwrap();
     assert_eq!((sent.completed, sent.unknown), (8, 1), "{sent:?}");
     // A funding after the statement's start that the statement does not show.
-    b.fund_float("orange-money", "7000", "assets:bank", "TOPUP-2", &ctx("finance"))
-        .await
-        .unwrap();
+    b.fund_float(
+        "orange-money",
+        "7000",
+        "assets:bank",
+        "TOPUP-2",
+        &ctx("finance"),
+    )
+    .await
+    .unwrap();
 
     let lines = b.lines(batch.id).await.unwrap();
     let line_of = |n: usize| {
         let hh = &lines[n];
-        (hh.id, hh.provider_transaction_id.clone().unwrap_or_default())
+        (
+            hh.id,
+            hh.provider_transaction_id.clone().unwrap_or_default(),
+        )
     };
     let (l1, tx1) = line_of(0);
     let (l2, _) = line_of(1);
@@ -278,17 +299,94 @@ async fn each_rule_and_category_on_a_hand_made_statement() {
     let tx9rev = format!("{tx9}-REV");
     let payee8 = phones[7].replace(' ', "");
     let rows = [
-        Row { tx: &tx1, reference: "", msisdn: "", amount: 20_000, fee: 100, status: "completed" },
-        Row { tx: "PX-2", reference: &l2s, msisdn: "", amount: 20_000, fee: 100, status: "completed" },
-        Row { tx: &tx3, reference: "", msisdn: "", amount: 19_000, fee: 100, status: "completed" },
-        Row { tx: &tx4, reference: "", msisdn: "", amount: 20_000, fee: 150, status: "completed" },
-        Row { tx: &tx5, reference: "", msisdn: "", amount: 20_000, fee: 100, status: "failed" },
-        Row { tx: &tx7, reference: "", msisdn: "", amount: 20_000, fee: 100, status: "completed" },
-        Row { tx: &tx7, reference: "", msisdn: "", amount: 20_000, fee: 100, status: "completed" },
-        Row { tx: "STRANGER", reference: "", msisdn: "+22376999999", amount: 5_000, fee: 0, status: "completed" },
-        Row { tx: "NEWTX-8", reference: "", msisdn: &payee8, amount: 20_000, fee: 100, status: "completed" },
-        Row { tx: &tx9, reference: "", msisdn: "", amount: 20_000, fee: 100, status: "reversed" },
-        Row { tx: &tx9rev, reference: "", msisdn: "", amount: -20_000, fee: 0, status: "reversal" },
+        Row {
+            tx: &tx1,
+            reference: "",
+            msisdn: "",
+            amount: 20_000,
+            fee: 100,
+            status: "completed",
+        },
+        Row {
+            tx: "PX-2",
+            reference: &l2s,
+            msisdn: "",
+            amount: 20_000,
+            fee: 100,
+            status: "completed",
+        },
+        Row {
+            tx: &tx3,
+            reference: "",
+            msisdn: "",
+            amount: 19_000,
+            fee: 100,
+            status: "completed",
+        },
+        Row {
+            tx: &tx4,
+            reference: "",
+            msisdn: "",
+            amount: 20_000,
+            fee: 150,
+            status: "completed",
+        },
+        Row {
+            tx: &tx5,
+            reference: "",
+            msisdn: "",
+            amount: 20_000,
+            fee: 100,
+            status: "failed",
+        },
+        Row {
+            tx: &tx7,
+            reference: "",
+            msisdn: "",
+            amount: 20_000,
+            fee: 100,
+            status: "completed",
+        },
+        Row {
+            tx: &tx7,
+            reference: "",
+            msisdn: "",
+            amount: 20_000,
+            fee: 100,
+            status: "completed",
+        },
+        Row {
+            tx: "STRANGER",
+            reference: "",
+            msisdn: "+22376999999",
+            amount: 5_000,
+            fee: 0,
+            status: "completed",
+        },
+        Row {
+            tx: "NEWTX-8",
+            reference: "",
+            msisdn: &payee8,
+            amount: 20_000,
+            fee: 100,
+            status: "completed",
+        },
+        Row {
+            tx: &tx9,
+            reference: "",
+            msisdn: "",
+            amount: 20_000,
+            fee: 100,
+            status: "reversed",
+        },
+        Row {
+            tx: &tx9rev,
+            reference: "",
+            msisdn: "",
+            amount: -20_000,
+            fee: 0,
+            status: "reversal",
+        },
     ];
     // Opening 1,000 below the ledger's float; a jump of +500 at the fifth row (row 6).
     let csv = statement(&rows, t0, 999_000, 4, 500);
@@ -303,7 +401,10 @@ async fn each_rule_and_category_on_a_hand_made_statement() {
     let by = by_line(&items);
     let cat = |l: i64| by[&l].category.as_str();
     let rule = |l: i64| by[&l].rule.as_deref();
-    assert_eq!((cat(l1), rule(l1)), ("matched", Some("provider_transaction_id")));
+    assert_eq!(
+        (cat(l1), rule(l1)),
+        ("matched", Some("provider_transaction_id"))
+    );
     assert_eq!((cat(l2), rule(l2)), ("matched", Some("reference")));
     assert_eq!(cat(l3), "amount_mismatch");
     assert_eq!(cat(l4), "fee_mismatch");
@@ -332,12 +433,18 @@ async fn each_rule_and_category_on_a_hand_made_statement() {
     assert_eq!(unexpected.len(), 1);
     assert_eq!(unexpected[0].statement_rows, vec![9]);
     assert_eq!(unexpected[0].float_effect, 5_000);
-    assert_eq!(by[&l3].float_effect, -1_000, "we booked 20,100, they 19,100");
+    assert_eq!(
+        by[&l3].float_effect, -1_000,
+        "we booked 20,100, they 19,100"
+    );
     assert_eq!(by[&l4].float_effect, 50);
     assert_eq!(by[&l5].float_effect, -20_100, "we paid, they say failed");
     assert_eq!(by[&l6].float_effect, -20_100);
     assert_eq!(by[&l1].float_effect, 0);
-    assert_eq!(by[&l8].float_effect, 0, "confirmed: both sides moved 20,100");
+    assert_eq!(
+        by[&l8].float_effect, 0,
+        "confirmed: both sides moved 20,100"
+    );
     assert_eq!(run.outcomes_posted, 2, "one confirmation, one reversal");
 
     // The line the statement confirmed, and the reversal, are in the ledger.
@@ -354,7 +461,10 @@ async fn each_rule_and_category_on_a_hand_made_statement() {
     assert_eq!(f.ledger_opening, 1_000_000);
     assert_eq!(f.statement_opening, Some(999_000));
     assert_eq!(i128::from(f.ledger_closing), bal(reg.ledger(), FLOAT).await);
-    assert_eq!(f.difference, f.ledger_closing - f.statement_closing.unwrap());
+    assert_eq!(
+        f.difference,
+        f.ledger_closing - f.statement_closing.unwrap()
+    );
     assert_eq!(f.unexplained, 0, "{f:?}");
     assert_eq!(f.explained, f.difference);
     let fl: Vec<FloatLine> = r.float_lines(run.id).await.unwrap();
@@ -381,12 +491,19 @@ async fn each_rule_and_category_on_a_hand_made_statement() {
         .await
         .unwrap();
     assert_eq!(again.outcomes_posted, 0);
-    assert_eq!((again.exceptions_opened, again.exceptions_seen_again), (0, 6));
+    assert_eq!(
+        (again.exceptions_opened, again.exceptions_seen_again),
+        (0, 6)
+    );
     assert_eq!(exception_count(&reg, &db).await, 6);
     let items2 = all_items(&r, &again).await;
     let by2 = by_line(&items2);
     assert_eq!(
-        (by2[&l8].category.as_str(), by2[&l8].rule.as_deref(), by2[&l8].action.as_deref()),
+        (
+            by2[&l8].category.as_str(),
+            by2[&l8].rule.as_deref(),
+            by2[&l8].action.as_deref()
+        ),
         ("matched", Some("provider_transaction_id"), None)
     );
     assert_eq!(again.float.unexplained, 0);
@@ -427,7 +544,10 @@ async fn bad_runs_are_refused() {
     let s = sim(1_000_000, 100).await;
     let b = batches(&reg, config(&s.base_url, 100, None), 1_000_000).await;
     let r = Reconciler::new(b);
-    let err = r.run(999, RunOptions::default(), &ctx("fo")).await.unwrap_err();
+    let err = r
+        .run(999, RunOptions::default(), &ctx("fo"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("999"), "{err}");
     let st = Statements::new(reg.ledger().clone())
         .import(
@@ -439,7 +559,10 @@ async fn bad_runs_are_refused() {
         )
         .await
         .unwrap();
-    let err = r.run(st.id, RunOptions::default(), &ctx("fo")).await.unwrap_err();
+    let err = r
+        .run(st.id, RunOptions::default(), &ctx("fo"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("provider"), "{err}");
     let err = r
         .run(

@@ -56,83 +56,20 @@ pub async fn run(
     match cmd {
         Command::Batches(a) => batch_command(&batches, &me, a.command).await,
         Command::Providers(a) => provider_command(&batches, &me, a.command).await,
-        Command::Statements(a) => statement_command(ledger, &batches, &me, a.command).await,
+        Command::Statements(a) => super::statements::run(ledger, &batches, &me, a.command).await,
         _ => bail!("not a batch or provider command"),
     }
 }
 
-async fn statement_command(
-    ledger: &cva_ledger::Ledger,
-    batches: &Batches,
-    me: &Me,
-    cmd: crate::cli::StatementCommand,
-) -> anyhow::Result<()> {
-    use cva_reconciliation::{ColumnMapping, ImportError, Statements};
-    match cmd {
-        crate::cli::StatementCommand::Import {
-            provider,
-            file,
-            mapping,
-            format,
-        } => {
-            let ctx = me.may(Action::ImportStatement)?;
-            let p = batches.config().provider(&provider).ok_or_else(|| {
-                anyhow!("no provider `{provider}` is configured").context("refused")
-            })?;
-            let mapping = match mapping.as_str() {
-                "simulator" => ColumnMapping::simulator(),
-                "generic" => ColumnMapping::generic(),
-                path => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read the mapping {path}"))?;
-                    ColumnMapping::from_json(&text)
-                        .map_err(|e| anyhow!("mapping {path}: {e}").context("refused"))?
-                }
-            };
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            match Statements::new(ledger.clone())
-                .import(&p.name, &bytes, &mapping, p.currency, &ctx)
-                .await
-            {
-                Ok(s) => {
-                    if format == ShowFormat::Json {
-                        return json_out(&s);
-                    }
-                    println!(
-                        "statement {} of {}: {} lines, sha256 {}",
-                        s.id, s.provider, s.lines, s.sha256
-                    );
-                    Ok(())
-                }
-                Err(ImportError::BadRows(rows)) => {
-                    let mut w = csv::Writer::from_writer(std::io::stderr().lock());
-                    w.write_record(["row", "column", "reason"])?;
-                    for r in rows.iter().take(1000) {
-                        w.write_record([r.row.to_string(), r.column.clone(), r.reason.clone()])?;
-                    }
-                    w.flush()?;
-                    Err(anyhow!(
-                        "the file has {} bad row(s); nothing was imported",
-                        rows.len()
-                    )
-                    .context("refused"))
-                }
-                Err(e) => Err(anyhow::Error::new(e).context("refused")),
-            }
-        }
-    }
-}
-
 /// The authenticated user of this invocation.
-struct Me {
-    user: User,
-    request_id: String,
+pub(super) struct Me {
+    pub(super) user: User,
+    pub(super) request_id: String,
 }
 
 impl Me {
     /// The audit context for `action`, or the refusal (the API's role matrix).
-    fn may(&self, action: Action) -> anyhow::Result<AuditContext> {
+    pub(super) fn may(&self, action: Action) -> anyhow::Result<AuditContext> {
         action
             .context(&self.user, self.request_id.clone())
             .map_err(|m| anyhow!("{m}; `{}` has none of them", self.user.username.as_str()))
@@ -152,7 +89,7 @@ impl Me {
 
 /// Verifies `--user` and the password as `POST /v1/auth/login` does: unknown users, wrong
 /// passwords and disabled users are refused alike.
-async fn authenticate(store: &AccessStore, act_as: &ActAs) -> anyhow::Result<User> {
+pub(super) async fn authenticate(store: &AccessStore, act_as: &ActAs) -> anyhow::Result<User> {
     let name = act_as
         .user
         .as_deref()
@@ -548,7 +485,7 @@ fn float_row(f: &Float) -> Vec<String> {
 // ---- output ----------------------------------------------------------------------------------
 
 /// Minor units shown in major units of `currency` (as stored when the currency is unknown).
-fn major(minor: impl Into<i128>, currency: &str) -> String {
+pub(super) fn major(minor: impl Into<i128>, currency: &str) -> String {
     let minor = minor.into();
     match Currency::parse(currency) {
         Ok(c) => Decimal::try_from_i128_with_scale(minor, c.exponent())
@@ -557,7 +494,7 @@ fn major(minor: impl Into<i128>, currency: &str) -> String {
     }
 }
 
-fn json_out<T: Serialize>(value: &T) -> anyhow::Result<()> {
+pub(super) fn json_out<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
     Ok(())

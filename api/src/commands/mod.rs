@@ -2,10 +2,13 @@
 
 mod audit;
 mod batches;
+mod exceptions;
 mod ledger;
 mod provider_sim;
 mod registry;
+pub mod reports;
 mod serve;
+mod statements;
 mod user;
 
 pub use ledger::{parse_time, print_trial_balance, TrialBalanceReport, TrialBalanceRow};
@@ -63,6 +66,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!(crate::payments::NOT_CONFIGURED))?;
             let ledger = connect(&url).await?;
             let result = batches::run(&ledger, &url, config, cli.command).await;
+            ledger.close().await;
+            result
+        }
+        Command::Exceptions(args) => {
+            let ledger = connect(&url).await?;
+            let result = exceptions::run(&ledger, args).await;
+            ledger.close().await;
+            result
+        }
+        Command::Reports(args) => {
+            let ledger = connect(&url).await?;
+            let result = reports::run(&ledger, &url, args).await;
             ledger.close().await;
             result
         }

@@ -5,11 +5,14 @@
 pub mod audit;
 pub mod auth;
 pub mod batches;
+pub mod exceptions;
 pub mod health;
 pub mod ledger;
 pub mod openapi;
 pub mod problem;
 pub mod registry;
+pub mod reports;
 pub mod sessions;
 pub mod startup;
+pub mod statements;
 pub mod users;

@@ -17,7 +17,9 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "health"), (name = "auth"), (name = "users"), (name = "ledger"), (name = "audit"),
         (name = "batches", description = "Payment batches. Roles: programme_officer creates, submits, cancels and re-issues; finance_officer approves, authorises, releases and sends; every role reads (admin reads only). The preparer never signs and nobody signs a batch twice (403 `same-person`)."),
-        (name = "providers", description = "Provider floats. Every role reads; finance_officer funds.")
+        (name = "providers", description = "Provider floats. Every role reads; finance_officer funds."),
+        (name = "exceptions", description = "The reconciliation exceptions queue. Every role reads; finance_officer assigns, comments, resolves, proposes adjusting entries and approves or rejects them. The proposer of an adjustment never approves or rejects it (403 `same-person`); a resolved exception is final (409)."),
+        (name = "reports", description = "Reports for auditors with their SHA-256 (`X-Report-SHA256`), each recorded with a `report.produce` audit event, and verification of a report file. Every role reads; the household report masks personal data unless the caller is an admin or programme officer; whole-book reports need unrestricted access.")
     )
 )]
 #[derive(Debug)]

@@ -135,7 +135,7 @@ async fn scoped_household(state: &AppState, caller: &Caller, raw: &str) -> ApiRe
 
 /// Opened for the roles whose work needs personal data, masked for the others; several roles
 /// get the most permissive.
-fn reveal(caller: &Caller) -> Reveal {
+pub fn reveal(caller: &Caller) -> Reveal {
     if caller.user.has_any(STAFF) {
         Reveal::Full
     } else {

@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 
 use super::auth::AppState;
 use super::openapi::ApiDoc;
-use super::{audit, batches, health, ledger, registry, sessions, users};
+use super::{audit, batches, exceptions, health, ledger, registry, sessions, statements, users};
 
 /// Largest request body accepted (an entry has at most 1,000 lines).
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -101,6 +101,26 @@ pub fn app_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(batches::results))
         .routes(routes!(batches::providers))
         .routes(routes!(batches::fund_float))
+        .merge(
+            // Statements are large files: their upload alone takes up to STATEMENT_LIMIT.
+            OpenApiRouter::new()
+                .routes(routes!(statements::upload))
+                .layer(DefaultBodyLimit::max(statements::STATEMENT_LIMIT)),
+        )
+        .routes(routes!(statements::get_statement))
+        .routes(routes!(statements::reconcile))
+        .routes(routes!(statements::get_run))
+        .routes(routes!(statements::items))
+        .routes(routes!(exceptions::list))
+        .routes(routes!(exceptions::get_exception))
+        .routes(routes!(exceptions::assign))
+        .routes(routes!(exceptions::comment))
+        .routes(routes!(exceptions::resolve))
+        .routes(routes!(exceptions::propose))
+        .routes(routes!(exceptions::approve))
+        .routes(routes!(exceptions::reject))
+        // Reports and their verification (own body limit: a report file can be large).
+        .merge(super::reports::router())
         .split_for_parts();
     let served = Arc::new(doc.clone());
     let router = router.route(
