@@ -25,7 +25,7 @@ use cva_ledger::account::{AccountCode, Side};
 use cva_ledger::entry::{IdempotencyKey, Line, NewEntry};
 use cva_ledger::money::{Amount, Currency};
 use cva_ledger::{Ledger, LedgerError};
-use cva_providers::sim::{RunningSim, SimConfig, Simulator};
+use cva_providers::sim::{Faults, RunningSim, SimConfig, Simulator};
 use indicatif::{ProgressBar, ProgressStyle};
 use rust_decimal::Decimal;
 
@@ -306,7 +306,8 @@ async fn pay(reg: &Registry, sim: &RunningSim, ctx: &Ctx) -> anyhow::Result<Paid
         println!("  the ledger float equals the simulator's float ({sim_float} XOF)");
     } else {
         println!(
-            "  the ledger float ({ledger_float} XOF) differs from the simulator's ({sim_float} XOF): earlier runs in this database"
+            "  the ledger float ({ledger_float} XOF) differs from the provider's ({sim_float} XOF): \
+             the provider has taken back some payments since; its statement will show which (step 6)"
         );
     }
     Ok(paid)
@@ -545,6 +546,11 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
             float_balance: Decimal::from(payable_need.max(0)),
             fee: Decimal::from(FEE_XOF),
             api_key: Some(DEMO_TOKEN.into()),
+            // Now and then the provider takes a completed payment back (a wrong recipient
+            // reports it): nobody tells us; the statement shows it, and reconciliation books it.
+            faults: Faults::parse("reverse_later=0.01")
+                .map_err(|e| anyhow::anyhow!("simulator faults: {e}"))?,
+            reversal_delay: Duration::from_millis(50),
             ..SimConfig::default()
         },
         "127.0.0.1:0".parse()?,
@@ -556,6 +562,10 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
         sim.base_url
     );
     let paid = pay(&reg, &sim, &ctx).await;
+    // The provider's statement of its float, as it stands once the reversals have happened.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let statement = sim.statement_csv();
+    let sim_url = sim.base_url.clone();
     sim.shutdown().await;
     let paid = paid?;
 
@@ -622,7 +632,9 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
         }
     }
 
-    println!("\n6. Verification and reports");
+    let recon = reconcile(&reg, &ctx, &args.dir, &statement, &sim_url).await?;
+
+    println!("\n7. Verification and reports");
     let report = ctx.ledger.verify().await?;
     if !report.problems.is_empty() {
         bail!("verification found problems: {:?}", report.problems);
@@ -691,11 +703,13 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
             t.debits - t.credits
         );
     }
+    let budget = produce_reports(&reg, dir, recon.statement).await?;
     println!(
-        "\nReports in {}: trial-balance.csv, trial-balance.json, journal.ledger ({n} entries; check with `hledger -f {}/journal.ledger balance`), households-owed.csv ({} households still owed)",
+        "\nReports in {}: trial-balance.csv, trial-balance.json, journal.ledger ({n} entries; check with `hledger -f {}/journal.ledger balance`), households-owed.csv ({} households still owed), provider-statement.csv, exceptions.csv, {}",
         dir.display(),
         dir.display(),
-        owed.len()
+        owed.len(),
+        budget.join(", ")
     );
     ctx.ledger.close().await;
     Ok(())
@@ -713,4 +727,286 @@ fn households_owed(tb: &cva_ledger::store::TrialBalance) -> Vec<(String, Currenc
             )
         })
         .collect()
+}
+
+/// What the reconciliation step leaves for the reports.
+struct Reconciled {
+    statement: i64,
+}
+
+/// Step 6: the provider's statement imported (with one line the demo plants: a transfer the
+/// provider says it made from our float and we never sent), reconciled twice, the exception
+/// queue written out, and the planted line resolved by an adjusting entry one finance officer
+/// proposes and a second approves.
+async fn reconcile(
+    reg: &Registry,
+    ctx: &Ctx,
+    dir: &Path,
+    statement: &str,
+    sim_url: &str,
+) -> anyhow::Result<Reconciled> {
+    use cva_reconciliation::{
+        AdjustmentLine, Category, ExceptionFilter, Exceptions, ImportError, Reconciler, RunOptions,
+        Statements,
+    };
+    println!("\n6. Reconciliation: the provider's statement against the ledger");
+    let planted_amount = 35_000i64;
+    let last_balance = statement
+        .lines()
+        .last()
+        .and_then(|l| l.rsplit(',').next())
+        .and_then(|b| b.parse::<i64>().ok())
+        .context("the simulator's statement ends with a running balance")?;
+    let mut file = statement.to_owned();
+    file.push_str(&format!(
+        "SIMTX-PLANTED-1,,,{planted_amount},XOF,0,completed,{},{}\n",
+        chrono::Utc::now().to_rfc3339(),
+        last_balance - planted_amount
+    ));
+    std::fs::write(dir.join("provider-statement.csv"), &file)?;
+    let treasurer = actor_as("treasurer", "finance_officer");
+    let index = |m: &str| reg.msisdn_index(m);
+    let statements = Statements::new(ctx.ledger.clone());
+    let mapping = cva_reconciliation::ColumnMapping::simulator();
+    let st = statements
+        .import_indexed(
+            PROVIDER,
+            file.as_bytes(),
+            &mapping,
+            ctx.xof,
+            &index,
+            &treasurer,
+        )
+        .await?;
+    println!(
+        "  statement {} imported by {}: {} lines, sha256 {} (the demo added one line: a {planted_amount} XOF \
+         transfer out of our float that we never sent)",
+        st.id, treasurer.actor, st.lines, st.sha256
+    );
+    match statements
+        .import(PROVIDER, file.as_bytes(), &mapping, ctx.xof, &treasurer)
+        .await
+    {
+        Err(e @ ImportError::AlreadyImported { .. }) => {
+            println!("  importing the same file again: refused ({e})")
+        }
+        other => bail!("expected the second import to be refused, got {other:?}"),
+    }
+    let batches = Batches::new(reg.clone(), payments_config(sim_url)?);
+    let float_account = batches
+        .config()
+        .provider(PROVIDER)
+        .context("the demo provider is configured")?
+        .float_account();
+    let reconciler = Reconciler::new(batches);
+    let run = reconciler
+        .run(st.id, RunOptions::default(), &treasurer)
+        .await?;
+    let s = &run.summary;
+    println!(
+        "  reconciliation {}: {} payments; matched {}, reversed by provider {}, unexpected in statement {}, \
+         missing {}, amount/fee/status mismatches {}/{}/{}, duplicates {}",
+        run.id,
+        run.payments_considered,
+        s.matched,
+        s.reversed_by_provider,
+        s.unexpected_in_statement,
+        s.missing_from_statement,
+        s.amount_mismatch,
+        s.fee_mismatch,
+        s.status_mismatch,
+        s.duplicate_in_statement
+    );
+    println!(
+        "  {} outcome(s) posted from the statement (reversals booked: the households are owed again); \
+         {} exception(s) opened",
+        run.outcomes_posted, run.exceptions_opened
+    );
+    let f = &run.float;
+    println!(
+        "  float {}: ledger {} XOF, statement {} XOF; difference {} = explained {} + unexplained {}",
+        f.account,
+        f.ledger_closing,
+        f.statement_closing.unwrap_or_default(),
+        f.difference,
+        f.explained,
+        f.unexplained
+    );
+    let again = reconciler
+        .run(st.id, RunOptions::default(), &treasurer)
+        .await?;
+    println!(
+        "  reconciled again: {} outcome(s) posted, {} exception(s) opened, {} found again (idempotent)",
+        again.outcomes_posted, again.exceptions_opened, again.exceptions_seen_again
+    );
+
+    let queue = Exceptions::new(ctx.ledger.clone());
+    let filter = ExceptionFilter {
+        statement_id: Some(st.id),
+        ..ExceptionFilter::default()
+    };
+    let open = queue.list(&filter).await?;
+    let planted = open
+        .iter()
+        .find(|e| e.category == Category::UnexpectedInStatement)
+        .context("the planted line is an exception")?;
+    let claims = format!("assets:claims:{PROVIDER}");
+    ctx.ledger
+        .open_account_audited(
+            cva_ledger::account::AccountSpec::new(
+                AccountCode::parse(&claims)?,
+                cva_ledger::account::AccountType::Asset,
+                ctx.xof,
+                cva_ledger::account::BalanceRule::MustNotGoNegative,
+            )?,
+            &actor("admin"),
+        )
+        .await?;
+    let lines = [
+        AdjustmentLine {
+            account: claims.clone(),
+            side: Side::Debit,
+            amount: planted_amount,
+        },
+        AdjustmentLine {
+            account: float_account.clone(),
+            side: Side::Credit,
+            amount: planted_amount,
+        },
+    ];
+    queue
+        .assign(
+            planted.id,
+            "treasurer",
+            &actor_as("head-of-finance", "finance_officer"),
+        )
+        .await?;
+    let adj = queue
+        .propose_adjustment(
+            planted.id,
+            "Transfer out of the float we never sent: claimed back from the provider",
+            &lines,
+            &treasurer,
+        )
+        .await?;
+    match queue.approve_adjustment(adj.id, None, &treasurer).await {
+        Err(e) => println!(
+            "  exception {}: the proposer approving their own adjusting entry: refused ({e})",
+            planted.id
+        ),
+        Ok(_) => bail!("expected the proposer's approval to be refused"),
+    }
+    let approved = queue
+        .approve_adjustment(
+            adj.id,
+            Some("claim lodged with the provider"),
+            &actor_as("head-of-finance", "finance_officer"),
+        )
+        .await?;
+    println!(
+        "  exception {} ({}): adjusting entry {} proposed by {}, approved by {}: Dr {claims} / Cr {float_account} {planted_amount} XOF",
+        planted.id,
+        planted.category,
+        approved.entry_id.map(|u| u.to_string()).unwrap_or_default(),
+        approved.proposed_by,
+        approved.decided_by.clone().unwrap_or_default()
+    );
+    let third = reconciler
+        .run(st.id, RunOptions::default(), &treasurer)
+        .await?;
+    println!(
+        "  after the adjustment, float difference {} XOF (was {})",
+        third.float.difference, run.float.difference
+    );
+
+    let all = queue.list(&filter).await?;
+    let mut w = csv::Writer::from_path(dir.join("exceptions.csv"))?;
+    w.write_record([
+        "id",
+        "category",
+        "status",
+        "assignee",
+        "line",
+        "statement_rows",
+        "currency",
+        "float_effect_minor",
+        "detail",
+        "resolution",
+    ])?;
+    for e in &all {
+        w.write_record([
+            e.id.to_string(),
+            e.category.to_string(),
+            e.status.as_str().to_owned(),
+            e.assignee.clone().unwrap_or_default(),
+            e.line_id.map(|l| l.to_string()).unwrap_or_default(),
+            e.statement_rows.clone(),
+            e.currency.code().to_owned(),
+            e.amount.to_string(),
+            e.detail.clone(),
+            e.resolution.clone().unwrap_or_default(),
+        ])?;
+    }
+    w.flush()?;
+    let open_now = all
+        .iter()
+        .filter(|e| e.status.as_str() != "resolved")
+        .count();
+    println!(
+        "  exception queue: {} exception(s), {open_now} still open (exceptions.csv)",
+        all.len()
+    );
+    Ok(Reconciled { statement: st.id })
+}
+
+/// The auditor's reports of the run, each recorded with its SHA-256 in the audit trail; one
+/// verified as produced, and the same with one byte changed refused.
+async fn produce_reports(
+    reg: &Registry,
+    dir: &Path,
+    statement: i64,
+) -> anyhow::Result<Vec<String>> {
+    use cva_reports::{Format as ReportFormat, Kind, Reports, Request, Verdict};
+    let reports = Reports::new(reg.clone());
+    let auditor = actor_as("auditor", "auditor");
+    let mut names = Vec::new();
+    let mut budget_csv = Vec::new();
+    for (request, stem) in [
+        (
+            Request::new(Kind::Budget).programme(PROGRAMME),
+            "budget-report",
+        ),
+        (
+            Request::new(Kind::Reconciliation).statement(statement),
+            "reconciliation-report",
+        ),
+    ] {
+        for (format, ext) in [(ReportFormat::Csv, "csv"), (ReportFormat::Json, "json")] {
+            let produced = reports.produce(&request, format, &auditor).await?;
+            let name = format!("{stem}.{ext}");
+            std::fs::write(dir.join(&name), &produced.bytes)?;
+            println!(
+                "  {name}: sha256 {} recorded in the audit trail (report {})",
+                produced.record.sha256, produced.record.id
+            );
+            if stem == "budget-report" && ext == "csv" {
+                budget_csv = produced.bytes.clone();
+            }
+            names.push(name);
+        }
+    }
+    let v = reports.verify(&budget_csv).await?;
+    if v.verdict != Verdict::Verified {
+        bail!("the budget report does not verify: {}", v.message);
+    }
+    println!("  cva reports verify budget-report.csv: {}", v.message);
+    if let Some(b) = budget_csv.last_mut() {
+        *b ^= 1;
+    }
+    let v = reports.verify(&budget_csv).await?;
+    if v.verdict == Verdict::Verified {
+        bail!("a changed budget report verified");
+    }
+    println!("  the same file with one byte changed: {}", v.message);
+    Ok(names)
 }
