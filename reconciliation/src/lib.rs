@@ -1,9 +1,8 @@
 //! Reconciliation of provider statements against payments and budgets.
 //!
-//! This first part imports **provider statements**: the CSV a mobile-money provider gives for
-//! a float account, one row per movement. Matching against payments, float reconciliation and
-//! the exception queue build on the [`statement::StatementLine`]s it produces; storing an import
-//! (and refusing a file already imported, by its hash) belongs to the database layer.
+//! It imports **provider statements** (the CSV a mobile-money provider gives for a float
+//! account, one row per movement), matches them against the payments, reconciles the float,
+//! and keeps the exceptions queue (see the modules below).
 //!
 //! # Using it
 //!
@@ -55,6 +54,12 @@
 //!   all-or-nothing parse.
 //! * [`store`]: imported statements in the database (tables `statements` and
 //!   `statement_lines`), refused when already imported.
+//! * [`matching`]: the pure matching engine (rules, categories) over in-memory data.
+//! * [`run`]: a reconciliation run in the database ([`Reconciler::run`]): matching against the
+//!   provider's payment lines, the outcomes the statement settles, the float reconciliation,
+//!   the stored run, items and exceptions.
+//! * [`exceptions`]: the exceptions queue people work ([`Exceptions`]): assign, comment,
+//!   resolve, adjusting entries under maker-checker.
 //!
 //! Money never goes through floating point: amounts are `i64` minor units of a
 //! [`cva_ledger::money::Currency`].
