@@ -138,6 +138,9 @@ struct Paid {
 /// The payments configuration of the demo: one GSMA provider at the simulator serving both
 /// Malian operators, a flat fee, one sign-off of each kind up to 50,000,000 XOF and two
 /// approvals above.
+/// What the provider's float holds beyond the batches' needs (both sides are funded with it).
+const FLOAT_RESERVE: i64 = 100_000;
+
 fn payments_config(base_url: &str) -> anyhow::Result<PaymentsConfig> {
     PaymentsConfig::from_json(&format!(
         r#"{{"providers": [{{"name": "{PROVIDER}", "adapter": "gsma-mmapi", "base_url": "{base_url}",
@@ -168,6 +171,17 @@ async fn pay(reg: &Registry, sim: &RunningSim, ctx: &Ctx) -> anyhow::Result<Paid
     };
     let preparer = actor("payments-officer");
     let treasurer = actor_as("treasurer", "finance_officer");
+    let reserve = Amount::from_minor(FLOAT_RESERVE, ctx.xof).number();
+    batches
+        .fund_float(
+            PROVIDER,
+            &reserve,
+            "assets:bank",
+            &format!("BANK-TT-{}-reserve", ctx.reference()),
+            &treasurer,
+        )
+        .await?;
+    println!("  float of {PROVIDER} funded with a reserve of {reserve} XOF");
     let made = batches
         .create(
             &Filters {
@@ -543,7 +557,7 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
     let sim = Simulator::spawn(
         SimConfig {
             seed: 42,
-            float_balance: Decimal::from(payable_need.max(0)),
+            float_balance: Decimal::from(payable_need.max(0) + FLOAT_RESERVE),
             fee: Decimal::from(FEE_XOF),
             api_key: Some(DEMO_TOKEN.into()),
             // Now and then the provider takes a completed payment back (a wrong recipient
@@ -558,8 +572,9 @@ pub async fn run(args: DemoArgs, database_url: Option<String>) -> anyhow::Result
     .await
     .context("starting the provider simulator")?;
     println!(
-        "  provider simulator (GSMA Mobile Money API) at {}, float {payable_need} XOF",
-        sim.base_url
+        "  provider simulator (GSMA Mobile Money API) at {}, float {} XOF",
+        sim.base_url,
+        payable_need + FLOAT_RESERVE
     );
     let paid = pay(&reg, &sim, &ctx).await;
     // The provider's statement of its float, as it stands once the reversals have happened.
