@@ -623,6 +623,31 @@ async fn two_officers_and_finance_take_a_batch_from_draft_to_paid_on_the_command
     assert_eq!(imported["provider"], "orange-money");
     let out = cli.refused_as("fin1", &args);
     assert!(out.contains("already imported"), "{out}");
+    // Reconciled by finance (a programme officer may only read), then read back by the programme officer.
+    let sid = imported["id"].as_i64().unwrap().to_string();
+    let out = cli.refused_as("officer", &["statements", "reconcile", &sid]);
+    assert!(out.contains("finance_officer"), "{out}");
+    let run = cli.json_as("fin1", &["statements", "reconcile", &sid]);
+    assert_eq!(run["run_no"], 1, "{run}");
+    assert_eq!(run["payments_considered"], 2, "{run}");
+    assert_eq!(
+        run["summary"]["matched"].as_i64().unwrap()
+            + run["summary"]["fee_mismatch"].as_i64().unwrap(),
+        2,
+        "{run}"
+    );
+    assert_eq!(run["float"]["unexplained"], 0, "{run}");
+    let again = cli.json_as("fin1", &["statements", "reconcile", &sid]);
+    assert_eq!(
+        (again["run_no"].as_i64(), again["outcomes_posted"].as_i64()),
+        (Some(2), Some(0))
+    );
+    let shown = cli.json_as("officer", &["statements", "show", &sid]);
+    assert_eq!(shown["runs"].as_array().unwrap().len(), 2, "{shown}");
+    let rid = run["id"].as_i64().unwrap().to_string();
+    let table = cli.ok_as("officer", &["statements", "run", &rid, "--items", "all"]);
+    assert!(table.contains("provider_transaction_id"), "{table}");
+    assert!(table.contains("unexplained 0"), "{table}");
     std::fs::write(&statement, "transaction_id,amount\nX,abc\n").unwrap();
     let out = cli.refused_as("fin1", &args);
     assert!(
