@@ -633,7 +633,10 @@ fn msisdn_format_ok(msisdn: &str) -> bool {
     (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn parse_amount(text: &str) -> Option<Decimal> {
+/// A positive decimal with at most 4 places (the spec's format) and no more significant
+/// decimals than `currency` has (`100.5` XOF is refused: a franc has no fraction), as a real
+/// provider's ledger would refuse it.
+fn parse_amount(text: &str, currency: &str) -> Option<Decimal> {
     let ok_chars = !text.is_empty()
         && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
         && text.bytes().next().is_some_and(|b| b.is_ascii_digit());
@@ -641,7 +644,9 @@ fn parse_amount(text: &str) -> Option<Decimal> {
         return None;
     }
     let amount = Decimal::from_str(text).ok()?;
-    (amount > Decimal::ZERO && amount.scale() <= 4).then_some(amount)
+    let places = cva_ledger::money::Currency::parse(currency).map_or(4, |c| c.exponent());
+    (amount > Decimal::ZERO && amount.scale() <= 4 && amount.normalize().scale() <= places)
+        .then_some(amount)
 }
 
 impl Inner {
@@ -688,7 +693,7 @@ impl Inner {
         for t in request.transactions {
             let id = format!("SIMTX{:08}", self.next_tx);
             self.next_tx += 1;
-            let amount = parse_amount(&t.amount);
+            let amount = parse_amount(&t.amount, &t.currency);
             let msisdn = t.msisdn().map(str::to_owned);
             let reject = if !t.transaction_type.eq_ignore_ascii_case("disbursement") {
                 Some(format!(
@@ -702,7 +707,8 @@ impl Inner {
                 ))
             } else if amount.is_none() {
                 Some(format!(
-                    "formatError: amount `{}` is not a positive decimal with at most 4 places",
+                    "formatError: amount `{}` is not a positive decimal with at most 4 places \
+                     and no more than the currency's decimals",
                     t.amount
                 ))
             } else {

@@ -212,7 +212,9 @@ async fn batch_lifecycle_with_magic_msisdns_and_paging() {
         tx("L-ok2", "+22370120020", "65000"),
         tx("L-0002", "+22370120002", "65000"),
         tx("L-0003", "+22370120003", "65000"),
-        tx("L-ok3", "+22370120030", "12500.5"),
+        tx("L-ok3", "+22370120030", "12500"),
+        // More decimals than a franc has: refused, as a provider's ledger would.
+        tx("L-frac", "+22370120050", "12500.5"),
         tx("L-0004", "+22370120004", "65000"),
         tx("L-0005", "+22370120005", "65000"),
         tx("L-0006", "+22370120006", "40000"),
@@ -239,7 +241,10 @@ async fn batch_lifecycle_with_magic_msisdns_and_paging() {
         .json();
     assert_eq!(view.batch_id, batch_id);
     assert_eq!(view.completed_count, 5, "4 normal + ...0006");
-    assert_eq!(view.rejection_count, 5, "0001-0004 + wrong currency");
+    assert_eq!(
+        view.rejection_count, 6,
+        "0001-0004 + wrong currency + a fraction of a franc"
+    );
     assert_eq!(view.parsing_success_count, 10);
     // ...0005 is stuck, so the batch is approved but never completes.
     assert_eq!(view.batch_status, BatchStatus::Approved);
@@ -270,6 +275,7 @@ async fn batch_lifecycle_with_magic_msisdns_and_paging() {
         ("L-0003", "requestDeclined"),
         ("L-0004", "maxBalanceExceeded"),
         ("L-eur", "currencyNotSupported"),
+        ("L-frac", "formatError"),
     ]
     .into_iter()
     .map(|(a, b)| (a.to_owned(), b.to_owned()))
@@ -293,7 +299,7 @@ async fn batch_lifecycle_with_magic_msisdns_and_paging() {
     .await;
     let state = sim.state();
     assert_eq!(state.batch_ids, std::slice::from_ref(&batch_id));
-    assert_eq!(state.transactions.len(), 11);
+    assert_eq!(state.transactions.len(), 12);
     for c in &completions {
         let reference = c
             .requesting_organisation_transaction_reference
@@ -328,8 +334,8 @@ async fn batch_lifecycle_with_magic_msisdns_and_paging() {
     let stuck = state.by_reference("L-0005").unwrap();
     assert_eq!(stuck.status, TxStatus::Pending);
     assert_eq!(stuck.msisdn.as_deref(), Some("+22370120005"));
-    // Float: 10,000,000 − (65000 + 65000 + 12500.5 + 1 + 40000) − 5 × 100 fee + 40000 reversed.
-    assert_eq!(state.float_balance, dec("9856998.5"));
+    // Float: 10,000,000 − (65000 + 65000 + 12500 + 1 + 40000) − 5 × 100 fee + 40000 reversed.
+    assert_eq!(state.float_balance, dec("9856999"));
 
     // The reversed transaction shows as such on /transactions.
     let reversed_id = &state
@@ -762,7 +768,7 @@ async fn statement_csv_balances() {
         tx("C-2", "+22370122222", "65000"),
         tx("C-3", "+22370120002", "1000"),
         tx("C-4", "+22370120006", "30000"),
-        tx("C-5", "+22370123333", "1234.5"),
+        tx("C-5", "+22370123333", "1234"),
     ]);
     let accepted: RequestState = http.post(Some(TOKEN), Some(&corr(21)), &body).await.json();
     http.poll_request_state(&accepted.server_correlation_id)
@@ -790,8 +796,8 @@ async fn statement_csv_balances() {
     }
     let state = sim.state();
     assert_eq!(balance, state.float_balance);
-    // 1,000,000 − (65000 + 65000 + 30000 + 1234.5) − 4 × 25 + 30000 reversed.
-    assert_eq!(balance, dec("868665.5"));
+    // 1,000,000 − (65000 + 65000 + 30000 + 1234) − 4 × 25 + 30000 reversed.
+    assert_eq!(balance, dec("868666"));
     let by_ref: HashMap<(&str, &str), &Vec<&str>> =
         rows.iter().map(|r| ((r[1], r[6]), r)).collect();
     for reference in ["C-1", "C-2", "C-5"] {
