@@ -506,6 +506,96 @@ impl Batches {
         self.settle_status(batch, ctx).await
     }
 
+    /// [`record_reversal`](Self::record_reversal) for many lines of batch `batch` at once
+    /// (a statement's reversals): one posting transaction for all of them (their entries
+    /// `pay:LINE:reversal`, the lines' updates, one audit event), then the batch's status
+    /// once. Lines of the list that are no longer `completed` (reversed meanwhile, or not
+    /// this batch's) are skipped; returns the lines reversed.
+    pub async fn record_reversals(
+        &self,
+        batch: i64,
+        lines: &[i64],
+        ctx: &AuditContext,
+    ) -> Result<Vec<i64>> {
+        if lines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let low = lines.iter().copied().min().unwrap_or(0);
+        let high = lines.iter().copied().max().unwrap_or(-1);
+        let wanted: std::collections::HashSet<i64> = lines.iter().copied().collect();
+        let rows: Vec<(i64, i64, i64)> = read_pool!(self.registry.ledger(), |pool| {
+            sqlx::query_as(
+                "SELECT id, household_id, amount FROM batch_lines WHERE batch_id = $1 \
+                 AND status = 'completed' AND id >= $2 AND id <= $3 ORDER BY id",
+            )
+            .bind(batch)
+            .bind(low)
+            .bind(high)
+            .fetch_all(pool)
+            .await?
+        });
+        let rows: Vec<(i64, i64, i64)> =
+            rows.into_iter().filter(|r| wanted.contains(&r.0)).collect();
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let b = self.batch(batch).await?;
+        let provider = self.provider_of(&b)?;
+        let at = now();
+        let mut entries = Vec::with_capacity(rows.len());
+        for &(line, hh, amount_minor) in &rows {
+            let amount = Amount::from_minor(amount_minor, provider.currency);
+            let mut meta = serde_json::Map::new();
+            meta.insert("batch".into(), batch.into());
+            meta.insert("line".into(), line.into());
+            meta.insert("provider".into(), provider.name.clone().into());
+            entries.push(entry(
+                &format!("pay:{line}:reversal"),
+                format!("Payment reversed by {} (batch {batch})", provider.name),
+                at.date_naive(),
+                meta,
+                vec![
+                    Line {
+                        account: account(&provider.float_account())?,
+                        side: Side::Debit,
+                        amount,
+                    },
+                    Line {
+                        account: account(&cva_registry::entitlements::household_account(
+                            &b.programme,
+                            hh,
+                        ))?,
+                        side: Side::Credit,
+                        amount,
+                    },
+                ],
+            )?);
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let audit = AuditRecord::new(
+            ctx,
+            "batch.reversal",
+            "batch",
+            batch.to_string(),
+            serde_json::json!({
+                "lines": ids,
+                "amount": rows.iter().map(|r| r.2).sum::<i64>(),
+            }),
+        );
+        let hook = ReversalRows {
+            lines: &ids,
+            at,
+            audit: &audit,
+        };
+        self.registry
+            .ledger()
+            .post_many_hooked(&entries, &hook)
+            .await
+            .map_err(ledger_err)?;
+        self.settle_status(batch, ctx).await?;
+        Ok(ids)
+    }
+
     pub(crate) fn provider_of(&self, b: &BatchView) -> Result<&Provider> {
         self.config.provider(&b.provider).ok_or_else(|| {
             RegistryError::invalid(
@@ -543,6 +633,54 @@ macro_rules! reversal_row {
         AuditConn::append(&mut *$conn, $self.audit).await?;
         Ok(())
     }};
+}
+
+/// The lines of a bulk reversal, updated in the posting's transaction.
+struct ReversalRows<'a> {
+    lines: &'a [i64],
+    at: DateTime<Utc>,
+    audit: &'a AuditRecord,
+}
+
+macro_rules! reversal_rows {
+    ($self:ident, $conn:ident) => {{
+        let mut n = 0u64;
+        for line in $self.lines {
+            n += sqlx::query(
+                "UPDATE batch_lines SET status = 'failed', failure_code = 'reversed', \
+                 failure_reason = 'reversed by the provider', resolved_at = $1 \
+                 WHERE id = $2 AND status = 'completed'",
+            )
+            .bind($self.at)
+            .bind(*line)
+            .execute(&mut *$conn)
+            .await?
+            .rows_affected();
+        }
+        if n != $self.lines.len() as u64 {
+            return Err(changed_meanwhile($self.lines.len(), n));
+        }
+        AuditConn::append(&mut *$conn, $self.audit).await?;
+        Ok(())
+    }};
+}
+
+impl cva_ledger::store::TxHook for ReversalRows<'_> {
+    fn postgres<'a>(
+        &'a self,
+        conn: &'a mut sqlx::PgConnection,
+        _posted: &'a [(usize, cva_ledger::entry::EntryId)],
+    ) -> futures::future::BoxFuture<'a, cva_ledger::Result<()>> {
+        Box::pin(async move { reversal_rows!(self, conn) })
+    }
+
+    fn sqlite<'a>(
+        &'a self,
+        conn: &'a mut sqlx::SqliteConnection,
+        _posted: &'a [(usize, cva_ledger::entry::EntryId)],
+    ) -> futures::future::BoxFuture<'a, cva_ledger::Result<()>> {
+        Box::pin(async move { reversal_rows!(self, conn) })
+    }
 }
 
 impl cva_ledger::store::TxHook for ReversalRow<'_> {

@@ -713,15 +713,17 @@ where
         items.push(item);
     }
 
-    items.sort_by_cached_key(|i| {
+    // Borrowed keys: a cached key would clone every item's row list (a million of them).
+    fn sort_key(i: &Item) -> (bool, Option<i64>, bool, &[usize], Category) {
         (
             i.payment.is_none(),
             i.payment,
             row_item(i.category),
-            i.statement_rows.clone(),
+            i.statement_rows.as_slice(),
             i.category,
         )
-    });
+    }
+    items.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     Reconciliation { items, summary }
 }
 

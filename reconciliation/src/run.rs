@@ -349,12 +349,22 @@ impl Reconciler {
         let float_account = provider.float_account();
         let currency = provider.currency;
 
-        let lines = self.read_lines(statement_id).await?;
         let since = st
             .period_start
             .map(|t| t - options.window)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let (payments, info) = self.read_payments(&st.provider, since).await?;
+        // Two independent reads, on two connections at once.
+        let (lines, (payments, info)) = futures::try_join!(
+            self.read_lines(statement_id),
+            self.read_payments(&st.provider, since)
+        )?;
+        // The statement's own arithmetic does not depend on anything posted below.
+        let statement_movement: i64 = lines
+            .iter()
+            .filter(|l| l.currency == currency)
+            .map(movement)
+            .sum();
+        let breaks = running_breaks(&lines, currency, st.opening_balance.map(|a| a.minor()));
         let opts = MatchOptions {
             window: options.window,
             only_period: st
@@ -455,16 +465,27 @@ impl Reconciler {
                 .await?;
             posted += i64::try_from(applied.completed + applied.failed).unwrap_or(i64::MAX);
         }
-        reversals.sort_unstable();
+        // Reversals, per batch in one posting each. A line another process settled since
+        // (no longer completed) is skipped and left for the next run.
+        let mut by_batch: HashMap<i64, Vec<i64>> = HashMap::new();
         for line in reversals {
-            match self.batches.record_reversal(line, ctx).await {
-                Ok(()) => posted += 1,
-                // Confirmed just now only if the line was open; a line another process
-                // settled since is left for the next run.
-                Err(RegistryError::Conflict(_)) => {
-                    actions.remove(&line);
-                }
-                Err(e) => return Err(e.into()),
+            let batch = info.get(&line).map(|i| i.batch).unwrap_or_default();
+            by_batch.entry(batch).or_default().push(line);
+        }
+        let mut batch_ids: Vec<i64> = by_batch.keys().copied().collect();
+        batch_ids.sort_unstable();
+        for b in batch_ids {
+            let mut list = by_batch.remove(&b).unwrap_or_default();
+            list.sort_unstable();
+            let done: HashSet<i64> = self
+                .batches
+                .record_reversals(b, &list, ctx)
+                .await?
+                .into_iter()
+                .collect();
+            posted += i64::try_from(done.len()).unwrap_or(i64::MAX);
+            for line in list.iter().filter(|l| !done.contains(l)) {
+                actions.remove(line);
             }
         }
 
@@ -482,6 +503,7 @@ impl Reconciler {
             rows.push(row);
         }
         drop(by_row);
+        drop(lines);
 
         let ledger = self.batches.registry().ledger().clone();
         let t0 = st.period_start;
@@ -521,12 +543,6 @@ impl Reconciler {
                     });
                 }
             }
-            let statement_movement: i64 = lines
-                .iter()
-                .filter(|l| l.currency == currency)
-                .map(movement)
-                .sum();
-            let breaks = running_breaks(&lines, currency, st.opening_balance.map(|a| a.minor()));
             let ledger_closing = float.closing;
             let ledger_opening = ledger_closing - float.since_t0;
             let (statement_opening, statement_closing) =
@@ -920,8 +936,7 @@ impl Reconciler {
                      WHERE b.provider = $1 \
                      AND l.status IN ('in_flight', 'completed', 'failed', 'unknown') \
                      AND (l.status IN ('in_flight', 'unknown') \
-                          OR COALESCE(l.resolved_at, a.updated_at, b.status_changed_at) >= $2) \
-                     ORDER BY l.id",
+                          OR COALESCE(l.resolved_at, a.updated_at, b.status_changed_at) >= $2)",
                 )
                 .bind(provider)
                 .bind(since)
@@ -1071,6 +1086,11 @@ fn settled_item(
                 detail = format!("{detail}; reversal booked by this reconciliation");
             }
         }
+    }
+    if category == Category::Matched && action.is_none() {
+        // A plain match says all in its rule, line and rows; a million details are not
+        // worth storing.
+        detail = String::new();
     }
     Row {
         category,
@@ -1312,9 +1332,62 @@ const EXCEPTION_UPSERT: &str =
     "ON CONFLICT (statement_id, key) DO UPDATE SET last_run = excluded.last_run \
      RETURNING id, first_run";
 
+/// `s` as a field of PostgreSQL's COPY text format.
+fn copy_text(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Items above this many go through `COPY` on PostgreSQL (an array insert below).
+const COPY_ABOVE: usize = 1_000;
+
 impl RunSink for sqlx::PgConnection {
     fn insert_items<'a>(&'a mut self, run: i64, rows: &'a [Row]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            if rows.len() > COPY_ABOVE {
+                use std::fmt::Write as _;
+                let mut copy = self
+                    .copy_in_raw(
+                        "COPY reconciliation_items (reconciliation_id, category, rule, line_id, \
+                         statement_rows, float_effect, action, detail) FROM STDIN",
+                    )
+                    .await?;
+                let mut buf = String::with_capacity(1 << 20);
+                for r in rows {
+                    let _ = write!(buf, "{run}\t{}\t", r.category.as_str());
+                    buf.push_str(r.rule.map_or("\\N", rule_str));
+                    buf.push('\t');
+                    match r.line {
+                        Some(l) => {
+                            let _ = write!(buf, "{l}");
+                        }
+                        None => buf.push_str("\\N"),
+                    }
+                    buf.push('\t');
+                    copy_text(&mut buf, &r.rows);
+                    let _ = write!(buf, "\t{}\t", r.effect);
+                    buf.push_str(r.action.map_or("\\N", Action::as_str));
+                    buf.push('\t');
+                    copy_text(&mut buf, &r.detail);
+                    buf.push('\n');
+                    if buf.len() >= 1 << 20 {
+                        copy.send(std::mem::take(&mut buf).into_bytes()).await?;
+                        buf.reserve(1 << 20);
+                    }
+                }
+                if !buf.is_empty() {
+                    copy.send(buf.into_bytes()).await?;
+                }
+                copy.finish().await?;
+                return Ok(());
+            }
             for chunk in rows.chunks(200_000) {
                 sqlx::query(
                     "INSERT INTO reconciliation_items (reconciliation_id, category, rule, line_id, \
