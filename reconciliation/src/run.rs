@@ -930,10 +930,17 @@ impl Reconciler {
         provider: &str,
         since: DateTime<Utc>,
     ) -> Result<(Vec<Payment>, HashMap<i64, LineInfo>)> {
-        let out: (Vec<Payment>, HashMap<i64, LineInfo>) =
-            read_pool!(self.statements.ledger(), |pool| {
-                let mut stream = sqlx::query_as::<_, PaymentRow>(
-                    "SELECT l.id, l.provider_transaction_id, h.msisdn_index, l.amount, l.fee, \
+        // Unsorted on PostgreSQL (a million-row sort spills to disk at the default work_mem;
+        // matching does not depend on the order); in rowid order on SQLite, where it is free
+        // and measured faster than the planner's own choice.
+        let order = if self.statements.ledger().pg_pool().is_some() {
+            ""
+        } else {
+            " ORDER BY l.id"
+        };
+        let sql = format!(
+            concat!(
+                "SELECT l.id, l.provider_transaction_id, h.msisdn_index, l.amount, l.fee, \
                      b.currency, l.status, l.failure_code, \
                      COALESCE(l.resolved_at, a.updated_at, b.status_changed_at), b.id \
                      FROM batch_lines l JOIN batches b ON b.id = l.batch_id \
@@ -943,10 +950,16 @@ impl Reconciler {
                      AND l.status IN ('in_flight', 'completed', 'failed', 'unknown') \
                      AND (l.status IN ('in_flight', 'unknown') \
                           OR COALESCE(l.resolved_at, a.updated_at, b.status_changed_at) >= $2)",
-                )
-                .bind(provider)
-                .bind(since)
-                .fetch(pool);
+                "{}"
+            ),
+            order
+        );
+        let out: (Vec<Payment>, HashMap<i64, LineInfo>) =
+            read_pool!(self.statements.ledger(), |pool| {
+                let mut stream = sqlx::query_as::<_, PaymentRow>(&sql)
+                    .bind(provider)
+                    .bind(since)
+                    .fetch(pool);
                 let mut payments = Vec::new();
                 let mut info = HashMap::new();
                 while let Some(r) = stream.try_next().await? {
