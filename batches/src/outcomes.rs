@@ -443,67 +443,27 @@ impl Batches {
     /// a statement): the money is back in the float and owed to the household again; the line
     /// becomes `failed` with code `reversed`, so the entitlement can be re-issued.
     pub async fn record_reversal(&self, line: i64, ctx: &AuditContext) -> Result<()> {
-        let row: Option<(i64, i64, i64, String)> = read_pool!(self.registry.ledger(), |pool| {
-            sqlx::query_as(
-                "SELECT batch_id, household_id, amount, status FROM batch_lines WHERE id = $1",
-            )
-            .bind(line)
-            .fetch_optional(pool)
-            .await?
+        let row: Option<(i64, String)> = read_pool!(self.registry.ledger(), |pool| {
+            sqlx::query_as("SELECT batch_id, status FROM batch_lines WHERE id = $1")
+                .bind(line)
+                .fetch_optional(pool)
+                .await?
         });
-        let (batch, hh, amount_minor, status) =
+        let (batch, status) =
             row.ok_or_else(|| RegistryError::NotFound(format!("line {line} does not exist")))?;
-        if status != "completed" {
-            return Err(RegistryError::Conflict(format!(
+        let conflict = |status: &str| {
+            RegistryError::Conflict(format!(
                 "line {line} is {status}; only a completed payment can be reversed"
-            )));
-        }
-        let b = self.batch(batch).await?;
-        let provider = self.provider_of(&b)?;
-        let amount = Amount::from_minor(amount_minor, provider.currency);
-        let mut meta = serde_json::Map::new();
-        meta.insert("batch".into(), batch.into());
-        meta.insert("line".into(), line.into());
-        meta.insert("provider".into(), provider.name.clone().into());
-        let e = entry(
-            &format!("pay:{line}:reversal"),
-            format!("Payment reversed by {} (batch {batch})", provider.name),
-            now().date_naive(),
-            meta,
-            vec![
-                Line {
-                    account: account(&provider.float_account())?,
-                    side: Side::Debit,
-                    amount,
-                },
-                Line {
-                    account: account(&cva_registry::entitlements::household_account(
-                        &b.programme,
-                        hh,
-                    ))?,
-                    side: Side::Credit,
-                    amount,
-                },
-            ],
-        )?;
-        let audit = AuditRecord::new(
-            ctx,
-            "batch.reversal",
-            "batch",
-            batch.to_string(),
-            serde_json::json!({"line": line, "amount": amount_minor}),
-        );
-        let hook = ReversalRow {
-            line,
-            at: now(),
-            audit: &audit,
+            ))
         };
-        self.registry
-            .ledger()
-            .post_many_hooked(std::slice::from_ref(&e), &hook)
-            .await
-            .map_err(ledger_err)?;
-        self.settle_status(batch, ctx).await
+        if status != "completed" {
+            return Err(conflict(&status));
+        }
+        if self.record_reversals(batch, &[line], ctx).await?.is_empty() {
+            // Reversed (or otherwise settled) by someone else since the read above.
+            return Err(conflict("no longer completed"));
+        }
+        Ok(())
     }
 
     /// [`record_reversal`](Self::record_reversal) for many lines of batch `batch` at once
@@ -609,32 +569,6 @@ impl Batches {
     }
 }
 
-struct ReversalRow<'a> {
-    line: i64,
-    at: DateTime<Utc>,
-    audit: &'a AuditRecord,
-}
-
-macro_rules! reversal_row {
-    ($self:ident, $conn:ident) => {{
-        let n = sqlx::query(
-            "UPDATE batch_lines SET status = 'failed', failure_code = 'reversed', \
-             failure_reason = 'reversed by the provider', resolved_at = $1 \
-             WHERE id = $2 AND status = 'completed'",
-        )
-        .bind($self.at)
-        .bind($self.line)
-        .execute(&mut *$conn)
-        .await?
-        .rows_affected();
-        if n != 1 {
-            return Err(changed_meanwhile(1, n));
-        }
-        AuditConn::append(&mut *$conn, $self.audit).await?;
-        Ok(())
-    }};
-}
-
 /// The lines of a bulk reversal, updated in the posting's transaction.
 struct ReversalRows<'a> {
     lines: &'a [i64],
@@ -680,24 +614,6 @@ impl cva_ledger::store::TxHook for ReversalRows<'_> {
         _posted: &'a [(usize, cva_ledger::entry::EntryId)],
     ) -> futures::future::BoxFuture<'a, cva_ledger::Result<()>> {
         Box::pin(async move { reversal_rows!(self, conn) })
-    }
-}
-
-impl cva_ledger::store::TxHook for ReversalRow<'_> {
-    fn postgres<'a>(
-        &'a self,
-        conn: &'a mut sqlx::PgConnection,
-        _posted: &'a [(usize, cva_ledger::entry::EntryId)],
-    ) -> futures::future::BoxFuture<'a, cva_ledger::Result<()>> {
-        Box::pin(async move { reversal_row!(self, conn) })
-    }
-
-    fn sqlite<'a>(
-        &'a self,
-        conn: &'a mut sqlx::SqliteConnection,
-        _posted: &'a [(usize, cva_ledger::entry::EntryId)],
-    ) -> futures::future::BoxFuture<'a, cva_ledger::Result<()>> {
-        Box::pin(async move { reversal_row!(self, conn) })
     }
 }
 
