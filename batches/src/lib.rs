@@ -40,7 +40,7 @@ use serde::Serialize;
 
 pub use file::FileExport;
 pub use float::FloatView;
-pub use outcomes::{Applied, LineOutcome, Outcome};
+pub use outcomes::{Applied, LineOutcome, Outcome, Settled, Settlement};
 pub use provider::{PaymentsConfig, Provider};
 pub use send::{AttemptView, SendOptions, SendReport};
 

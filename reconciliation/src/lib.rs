@@ -58,6 +58,7 @@
 //! * [`run`]: a reconciliation run in the database ([`Reconciler::run`]): matching against the
 //!   provider's payment lines, the outcomes the statement settles, the float reconciliation,
 //!   the stored run, items and exceptions.
+//! * [`packed`]: the plain matches of a run, stored packed (table `reconciliation_matches`).
 //! * [`exceptions`]: the exceptions queue people work ([`Exceptions`]): assign, comment,
 //!   resolve, adjusting entries under maker-checker.
 //!
@@ -69,8 +70,11 @@ pub mod date;
 pub mod exceptions;
 pub mod mapping;
 pub mod matching;
+pub mod packed;
+mod pgcopy;
 pub mod run;
 mod source;
+mod sqlitejson;
 pub mod statement;
 pub mod store;
 

@@ -382,6 +382,33 @@ pub fn reconcile(
     reconcile_with(payments, statement, opts, normalize_msisdn)
 }
 
+/// The payments (indices into `payments`) whose [`Payment::payee_key`] matching may look at:
+/// those the provider's transaction id cannot pair for certain — no id, an id no
+/// non-reversal row of `statement` has, or an id another payment shares. Every other payment
+/// is paired by rule 1 before the fallback runs, so its key is never read: a caller whose
+/// keys are costly to fetch (a join per payment) may leave them `None` and fetch only these,
+/// and [`reconcile_with`] gives the same result (checked by a property test).
+pub fn needs_payee_key(payments: &[Payment], statement: &[StatementLine]) -> Vec<usize> {
+    let on_statement: std::collections::HashSet<&str> = statement
+        .iter()
+        .filter(|s| s.status != StatementStatus::Reversal)
+        .map(|s| s.transaction_id.as_str())
+        .collect();
+    let mut uses: HashMap<&str, u32> = HashMap::with_capacity(payments.len());
+    for tx in payments.iter().filter_map(|p| p.provider_tx.as_deref()) {
+        *uses.entry(tx).or_default() += 1;
+    }
+    payments
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| match p.provider_tx.as_deref() {
+            None => true,
+            Some(tx) => !on_statement.contains(tx) || uses.get(tx).copied().unwrap_or(0) > 1,
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// A row's `reference` as a line id: decimal digits, blanks around allowed.
 fn reference_line(reference: Option<&str>) -> Option<i64> {
     let r = reference?.trim();

@@ -8,8 +8,9 @@
 //! 1. **Read.** The statement's lines (with the keyed blind index of each payee's number, if
 //!    the import computed one) and every payment line sent to the statement's provider
 //!    (`in_flight`, `completed`, `failed`, `unknown`) with its provider transaction id, amount,
-//!    fee, currency, the household's `msisdn_index` and its time (resolved, else last attempt,
-//!    else the batch's last change). Lines more than the window before the statement's period
+//!    fee, currency and its time (resolved, else last attempt, else the batch's last change);
+//!    then the household's `msisdn_index` of only the payments the fallback rule may look at
+//!    ([`needs_payee_key`]: a join of every payment with its household was half the read). Lines more than the window before the statement's period
 //!    are not read unless still open: an old statement-less payment is not this statement's.
 //! 2. **Match** ([`crate::matching`], payees compared by their keyed index).
 //! 3. **Settle what the statement answers**, through the batches crate so the postings are
@@ -22,12 +23,17 @@
 //!      `in_flight` line is confirmed first, then reversed: the statement shows both).
 //!      Reversals already booked need nothing.
 //!
+//!    All of it in one posting across every batch the statement touches
+//!    ([`Batches::settle_many`]), then the batches' statuses.
+//!
 //!    Nothing else moves money: a status, amount or fee the two sides disagree on is an
 //!    exception for a person (with an adjusting entry under maker-checker, see
 //!    [`crate::exceptions`]).
 //! 4. **Float reconciliation** (see below), after the postings of step 3.
 //! 5. **Store**, in one transaction: the run (`reconciliations`, numbered per statement), its
-//!    items, its float differences, one audit event `reconciliation.run`, and the exceptions:
+//!    items (the plain matches — by transaction id, nothing posted, no float effect — packed
+//!    in `reconciliation_matches`, see [`crate::packed`]; every other item a row of
+//!    `reconciliation_items`), its float differences, one audit event `reconciliation.run`, and the exceptions:
 //!    one per item that is not `matched` and that step 3 did not settle. An exception is
 //!    identified by statement and key (`category:line:rows`): a later run that finds the same
 //!    problem adds a `seen_again` event to the same exception instead of opening another.
@@ -64,28 +70,34 @@
 //!
 //! # Cost
 //!
-//! Everything is read once, in two queries streamed into the matcher's own structures; items
-//! are written with array inserts (PostgreSQL) or chunked multi-row inserts (SQLite).
+//! Everything is read once: the statement's lines and the payments in two queries streamed
+//! into the matcher's own structures (on PostgreSQL at the same time, by binary `COPY`, see
+//! `pgcopy`), the float's movements in two more (the bulk — a movement per payment — read
+//! as entry, key and amount only, summed per line). The postings are one ledger transaction.
+//! A million plain matches are a few megabytes of packed pairs, not a million rows; the
+//! other items go in as array inserts (PostgreSQL) or chunked multi-row inserts (SQLite). The run
+//! logs how long each phase took (`phases` in its log line).
 //! `examples/reconcile_bench.rs` measures a million lines against a million payments.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
-use cva_batches::{Batches, LineOutcome, Outcome};
+use cva_batches::{Batches, LineOutcome, Outcome, Settlement};
 use cva_ledger::audit::{AuditConn, AuditContext, AuditRecord};
 use cva_ledger::money::Currency;
 use cva_ledger::{read_pool, write_tx, LedgerError};
 use cva_registry::RegistryError;
 use futures::future::BoxFuture;
-use futures::TryStreamExt;
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::matching::{
-    reconcile_with, Category, Item, MatchOptions, Payment, PaymentStatus, Rule, Summary,
+    needs_payee_key, reconcile_with, Category, Item, MatchOptions, Payment, PaymentStatus, Rule,
+    Summary,
 };
 use crate::statement::{StatementLine, StatementStatus};
 use crate::store::{ImportError, Statements};
+use crate::{packed, pgcopy, sqlitejson};
 
 /// Rows per multi-row `INSERT` on SQLite.
 const SQLITE_CHUNK: usize = 500;
@@ -175,7 +187,10 @@ pub struct RunView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredItem {
-    pub id: i64,
+    /// The item row's id; none for a plain match (matched by transaction id, nothing
+    /// posted, no float effect), which is stored packed (see [`crate::packed`]) and listed
+    /// after the item rows.
+    pub id: Option<i64>,
     pub category: String,
     pub rule: Option<String>,
     pub line_id: Option<i64>,
@@ -184,6 +199,22 @@ pub struct StoredItem {
     pub float_effect: i64,
     pub action: Option<String>,
     pub detail: String,
+}
+
+impl StoredItem {
+    /// A plain match read back from its packed form.
+    pub fn plain(line: i64, row: u64) -> StoredItem {
+        StoredItem {
+            id: None,
+            category: Category::Matched.as_str().to_owned(),
+            rule: Some(rule_str(Rule::ProviderTransactionId).to_owned()),
+            line_id: Some(line),
+            statement_rows: vec![row],
+            float_effect: 0,
+            action: None,
+            detail: String::new(),
+        }
+    }
 }
 
 /// One float difference of a run that is not an item.
@@ -195,6 +226,60 @@ pub struct FloatLine {
     pub row_no: Option<i64>,
     pub amount: i64,
     pub detail: String,
+}
+
+/// How long each phase of a run took (logged with the run).
+struct Phases {
+    started: std::time::Instant,
+    last: std::time::Duration,
+    marks: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            started: std::time::Instant::now(),
+            last: std::time::Duration::ZERO,
+            marks: Vec::with_capacity(8),
+        }
+    }
+
+    /// The phase `name` ended now.
+    fn mark(&mut self, name: &'static str) {
+        let now = self.started.elapsed();
+        self.marks.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, d)) in self.marks.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{name} {:.2} s", d.as_secs_f64())?;
+        }
+        Ok(())
+    }
+}
+
+/// The run's reads, sorted for lookups: payments (and what the run needs besides, same
+/// order) by line id, statement lines by row.
+struct Found<'a> {
+    payments: &'a [Payment],
+    info: &'a [LineInfo],
+    lines: &'a [StatementLine],
+}
+
+impl<'a> Found<'a> {
+    fn payment(&self, line: i64) -> Option<(&'a Payment, &'a LineInfo)> {
+        let i = self.payments.binary_search_by_key(&line, |p| p.line).ok()?;
+        Some((&self.payments[i], self.info.get(i)?))
+    }
+
+    fn line(&self, row: usize) -> Option<&'a StatementLine> {
+        let i = self.lines.binary_search_by_key(&row, |l| l.row).ok()?;
+        Some(&self.lines[i])
+    }
 }
 
 /// What the run did to a line (column `action`).
@@ -227,7 +312,8 @@ struct Row {
     category: Category,
     rule: Option<Rule>,
     line: Option<i64>,
-    rows: String,
+    /// Statement row numbers, ascending.
+    rows: Vec<usize>,
     effect: i64,
     action: Option<Action>,
     detail: String,
@@ -256,32 +342,6 @@ impl std::fmt::Debug for Reconciler {
         f.debug_struct("Reconciler").finish_non_exhaustive()
     }
 }
-
-type PaymentRow = (
-    i64,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-    String,
-    String,
-    Option<String>,
-    DateTime<Utc>,
-    i64,
-);
-
-type LineRow = (
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-    String,
-    String,
-    DateTime<Utc>,
-    Option<i64>,
-);
 
 const RUN_COLUMNS: &str = "id, statement_id, run_no, provider, currency, window_seconds, \
     payments_considered, summary, outcomes_posted, statement_opening, statement_closing, \
@@ -327,6 +387,9 @@ impl Reconciler {
         ctx: &AuditContext,
     ) -> Result<RunView> {
         ctx.validate()?;
+        // Phase times, for the log line at the end (what an operator looks at first when a
+        // run is slow).
+        let mut clock = Phases::start();
         if options.window < Duration::zero() || options.window > Duration::days(31) {
             return Err(RunError::Invalid {
                 field: "window",
@@ -364,6 +427,15 @@ impl Reconciler {
             let lines = self.read_lines(statement_id).await?;
             (lines, self.read_payments(&st.provider, since).await?)
         };
+        let mut payments = payments;
+        let needed = needs_payee_key(&payments, &lines);
+        let ids: Vec<i64> = needed.iter().map(|&i| payments[i].line).collect();
+        let keys = self.payee_keys(&ids).await?;
+        for i in needed {
+            payments[i].payee_key = keys.get(&payments[i].line).cloned();
+        }
+        drop(keys);
+        clock.mark("reads");
         // The statement's own arithmetic does not depend on anything posted below.
         let statement_movement: i64 = lines
             .iter()
@@ -379,13 +451,14 @@ impl Reconciler {
                 .map(|(a, b)| (a, b + Duration::microseconds(1))),
         };
         let result = reconcile_with(&payments, &lines, &opts, |key| Some(key.to_owned()));
-        let by_line: HashMap<i64, usize> = payments
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.line, i))
-            .collect();
-        let by_row: HashMap<usize, usize> =
-            lines.iter().enumerate().map(|(i, l)| (l.row, i)).collect();
+        clock.mark("match");
+        // Payments sorted by line and lines by row (as read): found by binary search, no
+        // million-entry maps.
+        let find = Found {
+            payments: &payments,
+            info: &info,
+            lines: &lines,
+        };
 
         // Step 3: what the statement settles.
         let mut actions: HashMap<i64, Action> = HashMap::new();
@@ -394,16 +467,16 @@ impl Reconciler {
         let mut already_booked: HashSet<i64> = HashSet::new();
         for item in &result.items {
             let Some(line) = item.payment else { continue };
-            let Some(p) = by_line.get(&line).map(|&i| &payments[i]) else {
+            let Some((p, pinfo)) = find.payment(line) else {
                 continue;
             };
             let open = matches!(p.status, PaymentStatus::Unknown | PaymentStatus::InFlight);
             let row = item
                 .statement_rows
                 .iter()
-                .filter_map(|r| by_row.get(r).map(|&i| &lines[i]))
+                .filter_map(|&r| find.line(r))
                 .find(|l| l.status != StatementStatus::Reversal);
-            let batch = info.get(&line).map(|i| i.batch).unwrap_or_default();
+            let batch = pinfo.batch;
             match item.category {
                 Category::StatusMismatch if open => {
                     let Some(row) = row else { continue };
@@ -432,7 +505,7 @@ impl Reconciler {
                     actions.insert(line, action);
                 }
                 Category::ReversedByProvider => {
-                    if info.get(&line).is_some_and(|i| i.reversed) {
+                    if pinfo.reversed {
                         // Booked before (by the sender, or an earlier run): nothing to do.
                         already_booked.insert(line);
                         continue;
@@ -458,57 +531,46 @@ impl Reconciler {
                 _ => {}
             }
         }
-        let mut posted = 0i64;
-        let mut batch_ids: Vec<i64> = outcomes.keys().copied().collect();
-        batch_ids.sort_unstable();
-        for b in batch_ids {
-            let mut list = outcomes.remove(&b).unwrap_or_default();
+        clock.mark("plan");
+        // Everything the statement settles, all batches in one posting (see
+        // `Batches::settle_many`). A reversal of a line another process settled since (no
+        // longer completed) is skipped and left for the next run.
+        let mut plan: BTreeMap<i64, Settlement> = BTreeMap::new();
+        for (batch, mut list) in outcomes {
             list.sort_by_key(|o| o.line);
-            let view = self.batches.batch(b).await?;
-            let applied = self
-                .batches
-                .apply_outcomes(&view, &list, "statement", ctx)
-                .await?;
-            posted += i64::try_from(applied.completed + applied.failed).unwrap_or(i64::MAX);
+            plan.entry(batch).or_default().outcomes = list;
         }
-        // Reversals, per batch in one posting each. A line another process settled since
-        // (no longer completed) is skipped and left for the next run.
-        let mut by_batch: HashMap<i64, Vec<i64>> = HashMap::new();
-        for line in reversals {
-            let batch = info.get(&line).map(|i| i.batch).unwrap_or_default();
-            by_batch.entry(batch).or_default().push(line);
+        for line in &reversals {
+            let batch = find
+                .payment(*line)
+                .map(|(_, i)| i.batch)
+                .unwrap_or_default();
+            plan.entry(batch).or_default().reversals.push(*line);
         }
-        let mut batch_ids: Vec<i64> = by_batch.keys().copied().collect();
-        batch_ids.sort_unstable();
-        for b in batch_ids {
-            let mut list = by_batch.remove(&b).unwrap_or_default();
-            list.sort_unstable();
-            let done: HashSet<i64> = self
-                .batches
-                .record_reversals(b, &list, ctx)
-                .await?
-                .into_iter()
-                .collect();
-            posted += i64::try_from(done.len()).unwrap_or(i64::MAX);
-            for line in list.iter().filter(|l| !done.contains(l)) {
-                actions.remove(line);
-            }
+        let settled = self.batches.settle_many(&plan, "statement", ctx).await?;
+        drop(plan);
+        let done: HashSet<i64> = settled.reversed.iter().copied().collect();
+        for line in reversals.iter().filter(|l| !done.contains(l)) {
+            actions.remove(line);
         }
-
+        let posted = i64::try_from(
+            settled.applied.completed + settled.applied.failed + settled.reversed.len(),
+        )
+        .unwrap_or(i64::MAX);
+        clock.mark("postings");
         // Items after step 3.
         let mut rows: Vec<Row> = Vec::with_capacity(result.items.len());
         for item in result.items {
             let action = item.payment.and_then(|l| actions.get(&l).copied());
             let booked = item.category == Category::ReversedByProvider
                 && item.payment.is_some_and(|l| already_booked.contains(&l));
-            let mut row = settled_item(item, action, &payments, &by_line, &lines, &by_row);
+            let mut row = settled_item(item, action, &find);
             if booked {
                 row.settled = true;
                 row.detail.push_str("; reversal already booked");
             }
             rows.push(row);
         }
-        drop(by_row);
         drop(lines);
 
         let ledger = self.batches.registry().ledger().clone();
@@ -517,12 +579,13 @@ impl Reconciler {
         let summary = summary_of(&rows, &result.summary);
         let payments_considered = i64::try_from(payments.len()).unwrap_or(i64::MAX);
         drop(payments);
-        drop(by_line);
         drop(info);
 
         let window_seconds = options.window.num_seconds();
+        clock.mark("rows");
         let view = write_tx!(ledger, |tx| {
             let float = FloatInputs::read(&mut *tx, &float_account, t0).await?;
+            clock.mark("float read");
             let mut float_rows = Vec::new();
             let item_lines: HashSet<i64> = rows.iter().filter_map(|r| r.line).collect();
             // Item effects: the ledger side of each item's line.
@@ -531,23 +594,41 @@ impl Reconciler {
                     continue;
                 }
                 if let Some(l) = r.line {
-                    r.effect += float.by_line.get(&l).copied().unwrap_or(0);
+                    r.effect += float.by_line.get(&l).map_or(0, |m| m.amount);
                 }
             }
             for m in &float.other {
-                let in_item = m.line.is_some_and(|l| item_lines.contains(&l));
-                if !in_item {
-                    float_rows.push(FloatRow {
-                        kind: "ledger_only",
-                        entry_id: Some(m.entry_id.clone()),
-                        row_no: None,
-                        amount: m.amount,
-                        detail: format!(
-                            "float movement of ledger entry {} not on the statement: {}",
-                            m.entry_id, m.description
-                        ),
-                    });
-                }
+                float_rows.push(FloatRow {
+                    kind: "ledger_only",
+                    entry_id: Some(m.entry_id.to_string()),
+                    row_no: None,
+                    amount: m.amount,
+                    detail: format!(
+                        "float movement of ledger entry {} not on the statement: {}",
+                        m.entry_id, m.description
+                    ),
+                });
+            }
+            // Payment lines whose float moved but that no item is about (paid outside the
+            // statement, or before its period), one line each.
+            let mut outside: Vec<(&i64, &PaidLine)> = float
+                .by_line
+                .iter()
+                .filter(|(l, _)| !item_lines.contains(*l))
+                .collect();
+            outside.sort_unstable_by_key(|(l, _)| **l);
+            for (line, m) in outside {
+                float_rows.push(FloatRow {
+                    kind: "ledger_only",
+                    entry_id: Some(m.first_entry.to_string()),
+                    row_no: None,
+                    amount: m.amount,
+                    detail: format!(
+                        "float movements of payment line {line} not on the statement \
+                         ({} ledger entries, the first {})",
+                        m.entries, m.first_entry
+                    ),
+                });
             }
             let ledger_closing = float.closing;
             let ledger_opening = ledger_closing - float.since_t0;
@@ -589,6 +670,8 @@ impl Reconciler {
             let explained: i64 = rows.iter().map(|r| r.effect).sum::<i64>()
                 + float_rows.iter().map(|f| f.amount).sum::<i64>();
             let unexplained = difference - explained;
+            // Plain matches are stored packed (see `packed`), every other item as a row.
+            let (plain, rows) = split_plain(std::mem::take(&mut rows));
 
             let run_no: i64 = sqlx::query_scalar(
                 "SELECT CAST(COALESCE(MAX(run_no), 0) + 1 AS BIGINT) FROM reconciliations \
@@ -633,6 +716,8 @@ impl Reconciler {
                 Err(e) => return Err(e.into()),
             };
             RunSink::insert_items(&mut *tx, id, &rows).await?;
+            RunSink::insert_matches(&mut *tx, id, &plain).await?;
+            drop(plain);
             RunSink::insert_float_lines(&mut *tx, id, &float_rows).await?;
             let exceptions: Vec<NewException> = rows
                 .iter()
@@ -642,11 +727,11 @@ impl Reconciler {
                         "{}:{}:{}",
                         r.category.as_str(),
                         r.line.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
-                        r.rows
+                        join_rows(&r.rows)
                     ),
                     category: r.category.as_str(),
                     line: r.line,
-                    rows: r.rows.clone(),
+                    rows: join_rows(&r.rows),
                     amount: r.effect,
                     detail: r.detail.clone(),
                 })
@@ -705,11 +790,13 @@ impl Reconciler {
                 run_at,
             }
         });
+        clock.mark("store");
         tracing::info!(
             run = view.id,
             statement = statement_id,
             posted = view.outcomes_posted,
             opened = view.exceptions_opened,
+            phases = %clock,
             "reconciliation stored"
         );
         Ok(view)
@@ -814,7 +901,8 @@ impl Reconciler {
     }
 
     /// Up to `limit` (1 to [`MAX_ITEMS_PAGE`]) items of run `id`, optionally of one category,
-    /// in the order matching produced them, skipping the first `offset`.
+    /// skipping the first `offset`: the item rows in the order matching produced them, then
+    /// the plain matches (stored packed, see [`crate::packed`]) in theirs.
     pub async fn items(
         &self,
         id: i64,
@@ -857,13 +945,14 @@ impl Reconciler {
             .fetch_all(pool)
             .await?
         });
-        rows.into_iter()
+        let mut out = rows
+            .into_iter()
             .map(
                 |(id, category, rule, line_id, rows, float_effect, action, detail)| {
                     let statement_rows = parse_rows(&rows)
                         .ok_or_else(|| RunError::Corrupt(format!("item {id}: statement rows")))?;
                     Ok(StoredItem {
-                        id,
+                        id: Some(id),
                         category,
                         rule,
                         line_id,
@@ -874,7 +963,34 @@ impl Reconciler {
                     })
                 },
             )
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let room = usize::try_from(limit).unwrap_or(usize::MAX) - out.len();
+        if room > 0 && category.is_none_or(|c| c == Category::Matched.as_str()) {
+            // The plain matches come after the item rows.
+            let stored: i64 = read_pool!(self.statements.ledger(), |pool| {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM reconciliation_items WHERE reconciliation_id = $1 \
+                     AND ($2 IS NULL OR category = $2)",
+                )
+                .bind(id)
+                .bind(category)
+                .fetch_one(pool)
+                .await?
+            });
+            let skip = u64::try_from(offset.saturating_sub(stored)).unwrap_or(0);
+            let pairs = packed::read(self.statements.ledger(), id, skip, room as u64)
+                .await
+                .map_err(|e| match e {
+                    packed::ReadError::Database(e) => RunError::Database(e),
+                    corrupt => RunError::Corrupt(corrupt.to_string()),
+                })?;
+            out.extend(
+                pairs
+                    .into_iter()
+                    .map(|(line, row)| StoredItem::plain(line, row)),
+            );
+        }
+        Ok(out)
     }
 
     /// The float differences of run `id` that are not items.
@@ -908,94 +1024,162 @@ impl Reconciler {
     }
 
     async fn read_lines(&self, statement_id: i64) -> Result<Vec<StatementLine>> {
-        let lines: Vec<StatementLine> = read_pool!(self.statements.ledger(), |pool| {
-            let mut stream = sqlx::query_as::<_, LineRow>(
-                "SELECT row_no, transaction_id, reference, msisdn_index, amount, fee, currency, \
-                 status, at, balance_after FROM statement_lines WHERE statement_id = $1 \
-                 ORDER BY row_no",
-            )
-            .bind(statement_id)
-            .fetch(pool);
+        let ledger = self.statements.ledger();
+        if let Some(pool) = ledger.pg_pool() {
+            let sql = LINES_SQL.replace("$1", &statement_id.to_string());
             let mut out = Vec::new();
-            while let Some(r) = stream.try_next().await? {
-                out.push(line_of(r)?);
-            }
-            out
-        });
+            let mut conn = pool.acquire().await?;
+            pgcopy::copy_rows(&mut conn, &sql, 10, |mut t| {
+                let row = t.i64()?.unwrap_or_default();
+                let bad = || RunError::Corrupt(format!("row {row}: a required field is NULL"));
+                out.push(statement_line(
+                    row,
+                    t.str()?.ok_or_else(bad)?.to_owned(),
+                    t.str()?.map(str::to_owned),
+                    t.str()?.map(str::to_owned),
+                    t.i64()?.ok_or_else(bad)?,
+                    t.i64()?.ok_or_else(bad)?,
+                    t.str()?.ok_or_else(bad)?,
+                    t.str()?.ok_or_else(bad)?,
+                    t.time()?.ok_or_else(bad)?,
+                    t.i64()?,
+                )?);
+                Ok(())
+            })
+            .await?;
+            out.sort_unstable_by_key(|l| l.row);
+            return Ok(out);
+        }
+        let Some(pool) = ledger.sqlite_pool() else {
+            return Ok(Vec::new());
+        };
+        let mut lines = Vec::new();
+        let query = sqlx::query_scalar(SQLITE_LINES_SQL).bind(statement_id);
+        sqlitejson::each_row(pool, query, |r: SqliteLine| {
+            let (row, transaction_id, reference, key, amount, fee, currency, status, at, bal) = r;
+            let at = sqlitejson::time(&at)
+                .ok_or_else(|| RunError::Corrupt(format!("row {row}: time")))?;
+            lines.push(statement_line(
+                row,
+                transaction_id,
+                reference,
+                key,
+                amount,
+                fee,
+                &currency,
+                &status,
+                at,
+                bal,
+            )?);
+            Ok(())
+        })
+        .await?;
+        lines.sort_unstable_by_key(|l| l.row);
         Ok(lines)
+    }
+
+    /// The households' keyed phone index of payment lines `ids` (those without one absent).
+    async fn payee_keys(&self, ids: &[i64]) -> Result<HashMap<i64, String>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ledger = self.statements.ledger();
+        let rows: Vec<(i64, Option<String>)> = match ledger.pool() {
+            cva_ledger::store::PoolRef::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT l.id, h.msisdn_index FROM batch_lines l \
+                     JOIN households h ON h.id = l.household_id WHERE l.id = ANY($1)",
+                )
+                .bind(ids)
+                .fetch_all(pool)
+                .await?
+            }
+            cva_ledger::store::PoolRef::Sqlite(pool) => {
+                let list = serde_json::to_string(ids)
+                    .map_err(|e| RunError::Corrupt(format!("line ids: {e}")))?;
+                sqlx::query_as(
+                    "SELECT l.id, h.msisdn_index FROM batch_lines l \
+                     JOIN households h ON h.id = l.household_id \
+                     WHERE l.id IN (SELECT value FROM json_each($1))",
+                )
+                .bind(list)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, key)| key.map(|k| (id, k)))
+            .collect())
     }
 
     async fn read_payments(
         &self,
         provider: &str,
         since: DateTime<Utc>,
-    ) -> Result<(Vec<Payment>, HashMap<i64, LineInfo>)> {
-        // Unsorted on PostgreSQL (a million-row sort spills to disk at the default work_mem;
-        // matching does not depend on the order); in rowid order on SQLite, where it is free
-        // and measured faster than the planner's own choice.
-        let order = if self.statements.ledger().pg_pool().is_some() {
-            ""
-        } else {
-            " ORDER BY l.id"
+    ) -> Result<(Vec<Payment>, Vec<LineInfo>)> {
+        let ledger = self.statements.ledger();
+        let mut read: Vec<(Payment, LineInfo)> = Vec::new();
+        if let Some(pool) = ledger.pg_pool() {
+            // Unsorted (a million-row sort spills to disk at the default work_mem; matching
+            // does not depend on the order). COPY takes no parameters: the provider as a
+            // quoted literal, the time as microseconds.
+            let sql = PAYMENTS_SQL
+                .replace("$1", &pgcopy::literal(provider))
+                .replace(
+                    "$2",
+                    &format!(
+                        "(TIMESTAMPTZ 'epoch' + {} * INTERVAL '1 microsecond')",
+                        since.timestamp_micros()
+                    ),
+                );
+            let mut conn = pool.acquire().await?;
+            pgcopy::copy_rows(&mut conn, &sql, 9, |mut t| {
+                let id = t.i64()?.unwrap_or_default();
+                let bad = || RunError::Corrupt(format!("line {id}: a required field is NULL"));
+                let (p, i) = payment(
+                    id,
+                    t.str()?.map(str::to_owned),
+                    t.i64()?.ok_or_else(bad)?,
+                    t.i64()?.ok_or_else(bad)?,
+                    t.str()?.ok_or_else(bad)?.to_owned(),
+                    t.str()?.ok_or_else(bad)?,
+                    t.str()?,
+                    t.time()?.ok_or_else(bad)?,
+                    t.i64()?.ok_or_else(bad)?,
+                )?;
+                read.push((p, i));
+                Ok(())
+            })
+            .await?;
+            return Ok(sorted_by_line(read));
+        }
+        let Some(pool) = ledger.sqlite_pool() else {
+            return Ok((Vec::new(), Vec::new()));
         };
-        let sql = format!(
-            concat!(
-                "SELECT l.id, l.provider_transaction_id, h.msisdn_index, l.amount, l.fee, \
-                     b.currency, l.status, l.failure_code, \
-                     COALESCE(l.resolved_at, a.updated_at, b.status_changed_at), b.id \
-                     FROM batch_lines l JOIN batches b ON b.id = l.batch_id \
-                     JOIN households h ON h.id = l.household_id \
-                     LEFT JOIN payment_attempts a ON a.id = l.attempt_id \
-                     WHERE b.provider = $1 \
-                     AND l.status IN ('in_flight', 'completed', 'failed', 'unknown') \
-                     AND (l.status IN ('in_flight', 'unknown') \
-                          OR COALESCE(l.resolved_at, a.updated_at, b.status_changed_at) >= $2)",
-                "{}"
-            ),
-            order
-        );
-        let out: (Vec<Payment>, HashMap<i64, LineInfo>) =
-            read_pool!(self.statements.ledger(), |pool| {
-                let mut stream = sqlx::query_as::<_, PaymentRow>(&sql)
-                    .bind(provider)
-                    .bind(since)
-                    .fetch(pool);
-                let mut payments = Vec::new();
-                let mut info = HashMap::new();
-                while let Some(r) = stream.try_next().await? {
-                    let (id, tx, key, amount, fee, currency, status, code, at, batch) = r;
-                    let status = match status.as_str() {
-                        "completed" => PaymentStatus::Completed,
-                        "failed" => PaymentStatus::Failed,
-                        "unknown" => PaymentStatus::Unknown,
-                        "in_flight" => PaymentStatus::InFlight,
-                        other => {
-                            return Err(RunError::Corrupt(format!("line {id}: status {other}")))
-                        }
-                    };
-                    let reversed = code.as_deref() == Some("reversed");
-                    // A reversed line was paid, then reversed: to the statement, which lists
-                    // the payment and its reversal, it is a completed payment.
-                    let status = if reversed {
-                        PaymentStatus::Completed
-                    } else {
-                        status
-                    };
-                    info.insert(id, LineInfo { batch, reversed });
-                    payments.push(Payment {
-                        line: id,
-                        provider_tx: tx,
-                        payee_key: key,
-                        amount_minor: amount,
-                        fee_minor: fee,
-                        currency,
-                        status,
-                        at,
-                    });
-                }
-                (payments, info)
-            });
-        Ok(out)
+        let query = sqlx::query_scalar(SQLITE_PAYMENTS_SQL)
+            .bind(provider)
+            .bind(since);
+        sqlitejson::each_row(pool, query, |r: SqlitePayment| {
+            let (id, tx, amount, fee, currency, status, code, at, batch) = r;
+            let at = sqlitejson::time(&at)
+                .ok_or_else(|| RunError::Corrupt(format!("line {id}: time")))?;
+            let (p, i) = payment(
+                id,
+                tx,
+                amount,
+                fee,
+                currency,
+                &status,
+                code.as_deref(),
+                at,
+                batch,
+            )?;
+            read.push((p, i));
+            Ok(())
+        })
+        .await?;
+        Ok(sorted_by_line(read))
     }
 }
 
@@ -1050,23 +1234,14 @@ fn parse_rows(s: &str) -> Option<Vec<u64>> {
 
 /// An item as stored: the statement's side of its float effect, and for a line the run
 /// settled, the category and detail after the posting.
-fn settled_item(
-    item: Item,
-    action: Option<Action>,
-    payments: &[Payment],
-    by_line: &HashMap<i64, usize>,
-    lines: &[StatementLine],
-    by_row: &HashMap<usize, usize>,
-) -> Row {
+fn settled_item(item: Item, action: Option<Action>, find: &Found<'_>) -> Row {
     let row_lines: Vec<&StatementLine> = item
         .statement_rows
         .iter()
-        .filter_map(|r| by_row.get(r).map(|&i| &lines[i]))
+        .filter_map(|&r| find.line(r))
         .collect();
-    let currency = item
-        .payment
-        .and_then(|l| by_line.get(&l))
-        .map(|&i| payments[i].currency.as_str());
+    let payment = item.payment.and_then(|l| find.payment(l)).map(|(p, _)| p);
+    let currency = payment.map(|p| p.currency.as_str());
     let effect: i64 = -row_lines
         .iter()
         .filter(|l| currency.is_none_or(|c| l.currency.code() == c))
@@ -1074,12 +1249,7 @@ fn settled_item(
         .sum::<i64>();
     let mut category = item.category;
     let mut detail = item.detail;
-    if let (Some(a), Some(p)) = (
-        action,
-        item.payment
-            .and_then(|l| by_line.get(&l))
-            .map(|&i| &payments[i]),
-    ) {
+    if let (Some(a), Some(p)) = (action, payment) {
         match a {
             Action::Confirmed | Action::Failed => {
                 let fee_differs = a == Action::Confirmed
@@ -1115,12 +1285,39 @@ fn settled_item(
         category,
         rule: item.rule,
         line: item.payment,
-        rows: join_rows(&item.statement_rows),
+        rows: item.statement_rows,
         effect,
         action,
         detail,
         settled: category == Category::Matched || action.is_some(),
     }
+}
+
+/// A plain match: by the provider's transaction id, one row, nothing posted, no float
+/// effect — stored packed (see [`crate::packed`]) rather than as an item row.
+fn is_plain(r: &Row) -> bool {
+    r.category == Category::Matched
+        && r.rule == Some(Rule::ProviderTransactionId)
+        && r.action.is_none()
+        && r.effect == 0
+        && r.rows.len() == 1
+        && r.line.is_some()
+        && r.detail.is_empty()
+}
+
+/// The plain matches as (line, row) pairs, in matching order, and the other items.
+fn split_plain(rows: Vec<Row>) -> (Vec<(i64, u64)>, Vec<Row>) {
+    let mut plain = Vec::with_capacity(rows.len());
+    let mut other = Vec::new();
+    for r in rows {
+        match (is_plain(&r), r.line, r.rows.first()) {
+            (true, Some(line), Some(&row)) => {
+                plain.push((line, u64::try_from(row).unwrap_or(u64::MAX)));
+            }
+            _ => other.push(r),
+        }
+    }
+    (plain, other)
 }
 
 /// The summary after step 3 (settled items counted under their new category).
@@ -1145,8 +1342,78 @@ fn summary_of(rows: &[Row], before: &Summary) -> Summary {
     s
 }
 
-fn line_of(r: LineRow) -> Result<StatementLine> {
-    let (row, transaction_id, reference, key, amount, fee, currency, status, at, balance) = r;
+/// The statement's lines (`$1`: the statement), in no particular order: a million-row sort
+/// spills to disk at PostgreSQL's default `work_mem`, and sorting in memory here is cheaper.
+const LINES_SQL: &str = "SELECT row_no, transaction_id, reference, msisdn_index, amount, fee, \
+    currency, status, at, balance_after FROM statement_lines WHERE statement_id = $1";
+
+/// The provider's payment lines (`$1`: provider, `$2`: since; see the module docs). Typed
+/// for PostgreSQL's binary COPY: BIGINT, TEXT and TIMESTAMPTZ only.
+const PAYMENTS_SQL: &str = "SELECT l.id, l.provider_transaction_id, l.amount, \
+    l.fee, b.currency, l.status, l.failure_code, \
+    COALESCE(l.resolved_at, a.updated_at, b.status_changed_at), b.id \
+    FROM batch_lines l JOIN batches b ON b.id = l.batch_id \
+    LEFT JOIN payment_attempts a ON a.id = l.attempt_id \
+    WHERE b.provider = $1 \
+    AND l.status IN ('in_flight', 'completed', 'failed', 'unknown') \
+    AND (l.status IN ('in_flight', 'unknown') \
+         OR COALESCE(l.resolved_at, a.updated_at, b.status_changed_at) >= $2)";
+
+/// [`LINES_SQL`] for SQLite, packed in JSON groups (see `sqlitejson`; any order).
+const SQLITE_LINES_SQL: &str = "SELECT json_group_array(json_array(row_no, transaction_id, \
+    reference, msisdn_index, amount, fee, currency, status, at, balance_after)) \
+    FROM statement_lines WHERE statement_id = $1 GROUP BY id / 4096";
+
+/// [`PAYMENTS_SQL`] for SQLite, packed in JSON groups (see `sqlitejson`; any order).
+const SQLITE_PAYMENTS_SQL: &str = "SELECT json_group_array(json_array(l.id, \
+    l.provider_transaction_id, l.amount, l.fee, b.currency, l.status, \
+    l.failure_code, COALESCE(l.resolved_at, a.updated_at, b.status_changed_at), b.id)) \
+    FROM batch_lines l JOIN batches b ON b.id = l.batch_id \
+    LEFT JOIN payment_attempts a ON a.id = l.attempt_id \
+    WHERE b.provider = $1 \
+    AND l.status IN ('in_flight', 'completed', 'failed', 'unknown') \
+    AND (l.status IN ('in_flight', 'unknown') \
+         OR COALESCE(l.resolved_at, a.updated_at, b.status_changed_at) >= $2) \
+    GROUP BY l.id / 4096";
+
+type SqliteLine = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<i64>,
+);
+
+type SqlitePayment = (
+    i64,
+    Option<String>,
+    i64,
+    i64,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+);
+
+#[allow(clippy::too_many_arguments)]
+fn statement_line(
+    row: i64,
+    transaction_id: String,
+    reference: Option<String>,
+    key: Option<String>,
+    amount: i64,
+    fee: i64,
+    currency: &str,
+    status: &str,
+    at: DateTime<Utc>,
+    balance: Option<i64>,
+) -> Result<StatementLine> {
     let status = StatementStatus::ALL
         .into_iter()
         .find(|s| s.as_str() == status)
@@ -1158,7 +1425,7 @@ fn line_of(r: LineRow) -> Result<StatementLine> {
         msisdn: key,
         amount_minor: amount,
         fee_minor: fee,
-        currency: Currency::parse(&currency)
+        currency: Currency::parse(currency)
             .map_err(|_| RunError::Corrupt(format!("row {row}: currency")))?,
         status,
         at,
@@ -1166,23 +1433,77 @@ fn line_of(r: LineRow) -> Result<StatementLine> {
     })
 }
 
-/// A ledger float movement since `t0`.
-struct Movement {
-    entry_id: String,
-    description: String,
-    /// The payment line, for entries `pay:LINE:…`.
-    line: Option<i64>,
+/// Payments by line id, and what the run needs of each in the same order.
+fn sorted_by_line(mut read: Vec<(Payment, LineInfo)>) -> (Vec<Payment>, Vec<LineInfo>) {
+    read.sort_unstable_by_key(|(p, _)| p.line);
+    read.into_iter().unzip()
+}
+
+/// A payment line as matching sees it, and what the run needs besides.
+#[allow(clippy::too_many_arguments)]
+fn payment(
+    id: i64,
+    tx: Option<String>,
     amount: i64,
+    fee: i64,
+    currency: String,
+    status: &str,
+    code: Option<&str>,
+    at: DateTime<Utc>,
+    batch: i64,
+) -> Result<(Payment, LineInfo)> {
+    let status = match status {
+        "completed" => PaymentStatus::Completed,
+        "failed" => PaymentStatus::Failed,
+        "unknown" => PaymentStatus::Unknown,
+        "in_flight" => PaymentStatus::InFlight,
+        other => return Err(RunError::Corrupt(format!("line {id}: status {other}"))),
+    };
+    let reversed = code == Some("reversed");
+    // A reversed line was paid, then reversed: to the statement, which lists the payment and
+    // its reversal, it is a completed payment.
+    let status = if reversed {
+        PaymentStatus::Completed
+    } else {
+        status
+    };
+    Ok((
+        Payment {
+            line: id,
+            provider_tx: tx,
+            // Read afterwards, only for the payments that may need it (`payee_keys`).
+            payee_key: None,
+            amount_minor: amount,
+            fee_minor: fee,
+            currency,
+            status,
+            at,
+        },
+        LineInfo { batch, reversed },
+    ))
+}
+
+/// A ledger float movement since `t0` that is not a payment line's.
+struct Movement {
+    entry_id: uuid::Uuid,
+    description: String,
+    amount: i64,
+}
+
+/// The float movements since `t0` of one payment line's entries (`pay:LINE:…`).
+struct PaidLine {
+    amount: i64,
+    entries: u32,
+    first_entry: uuid::Uuid,
 }
 
 /// The ledger side of the float reconciliation.
 struct FloatInputs {
     closing: i64,
     since_t0: i64,
-    /// Float movements since `t0` of payment entries, per line.
-    by_line: HashMap<i64, i64>,
-    /// Every movement since `t0` that is not a payment entry, and payment entries (with
-    /// their line), each once — the caller lists those not in any item.
+    /// Float movements since `t0` of payment entries, per line (summed).
+    by_line: HashMap<i64, PaidLine>,
+    /// Every other movement since `t0`, one by one, in time order.
     other: Vec<Movement>,
 }
 
@@ -1191,8 +1512,6 @@ fn pay_line(key: &str) -> Option<i64> {
     let (line, _) = rest.split_once(':')?;
     line.parse().ok()
 }
-
-type MovementRow = (uuid::Uuid, String, String, String, i64);
 
 impl FloatInputs {
     fn read<'a, C: FloatReader + ?Sized>(
@@ -1203,47 +1522,67 @@ impl FloatInputs {
         conn.read_float(account, t0)
     }
 
-    fn from_rows(closing: i64, rows: Vec<MovementRow>) -> FloatInputs {
-        let mut by_line: HashMap<i64, i64> = HashMap::new();
-        let mut other = Vec::new();
-        let mut since_t0 = 0;
-        for (entry_id, key, description, side, amount) in rows {
-            let entry_id = entry_id.to_string();
-            let signed = if side.trim() == "D" { amount } else { -amount };
-            since_t0 += signed;
-            match pay_line(&key) {
-                Some(line) => {
-                    *by_line.entry(line).or_default() += signed;
-                    other.push(Movement {
-                        entry_id,
-                        description,
-                        line: Some(line),
-                        amount: signed,
-                    });
-                }
-                None => other.push(Movement {
-                    entry_id,
-                    description,
-                    line: None,
-                    amount: signed,
-                }),
-            }
-        }
+    fn new(closing: i64) -> FloatInputs {
         FloatInputs {
             closing,
-            since_t0,
-            by_line,
-            other,
+            since_t0: 0,
+            by_line: HashMap::new(),
+            other: Vec::new(),
         }
+    }
+
+    /// One movement of a payment entry (key `pay:…`; a key naming no line is an other).
+    fn paid(&mut self, entry_id: uuid::Uuid, key: &str, amount: i64) {
+        self.since_t0 += amount;
+        match pay_line(key) {
+            Some(line) => {
+                let m = self.by_line.entry(line).or_insert(PaidLine {
+                    amount: 0,
+                    entries: 0,
+                    first_entry: entry_id,
+                });
+                m.amount += amount;
+                m.entries += 1;
+                // Entry ids are UUIDv7 (time-ordered): the smallest is the earliest, whatever
+                // order the rows came in.
+                m.first_entry = m.first_entry.min(entry_id);
+            }
+            None => self.other.push(Movement {
+                entry_id,
+                description: "a payment entry that names no payment line".into(),
+                amount,
+            }),
+        }
+    }
+
+    fn other(&mut self, entry_id: uuid::Uuid, description: String, amount: i64) {
+        self.since_t0 += amount;
+        self.other.push(Movement {
+            entry_id,
+            description,
+            amount,
+        });
     }
 }
 
-/// Float movements since `$2`: the entry, its key and description, the side and amount.
-/// `recorded_at` is a timestamp on PostgreSQL and integer microseconds on SQLite.
-const MOVEMENTS_SQL: &str = "SELECT e.id, e.idempotency_key, e.description, \
-    CAST(jl.side AS TEXT), jl.amount FROM journal_lines jl \
+/// Float movements since `$2` (signed: debit +), of payment entries (`pay:…`, the bulk: no
+/// description read, in no particular order) and of the others (in time order). `recorded_at` is a timestamp on PostgreSQL and
+/// integer microseconds on SQLite.
+const PAID_SQL: &str = "SELECT e.id, e.idempotency_key, \
+    CASE WHEN jl.side = 'D' THEN jl.amount ELSE -jl.amount END FROM journal_lines jl \
     JOIN journal_entries e ON e.id = jl.entry_id \
-    WHERE jl.account_id = $1 AND jl.recorded_at >= $2 ORDER BY jl.recorded_at, e.id, jl.line_no";
+    WHERE jl.account_id = $1 AND jl.recorded_at >= $2 AND e.idempotency_key LIKE 'pay:%'";
+/// [`PAID_SQL`] for SQLite, packed in JSON groups (see `sqlitejson`), the entry id in hex.
+const SQLITE_PAID_SQL: &str = "SELECT json_group_array(json_array(hex(e.id), \
+    e.idempotency_key, CASE WHEN jl.side = 'D' THEN jl.amount ELSE -jl.amount END)) \
+    FROM journal_lines jl JOIN journal_entries e ON e.id = jl.entry_id \
+    WHERE jl.account_id = $1 AND jl.recorded_at >= $2 AND e.idempotency_key LIKE 'pay:%' \
+    GROUP BY jl.rowid / 4096";
+const OTHER_SQL: &str = "SELECT e.id, e.description, \
+    CASE WHEN jl.side = 'D' THEN jl.amount ELSE -jl.amount END FROM journal_lines jl \
+    JOIN journal_entries e ON e.id = jl.entry_id \
+    WHERE jl.account_id = $1 AND jl.recorded_at >= $2 AND e.idempotency_key NOT LIKE 'pay:%' \
+    ORDER BY jl.recorded_at, e.id, jl.line_no";
 
 const FLOAT_ACCOUNT_SQL: &str =
     "SELECT id, debit_total, credit_total FROM accounts WHERE code = $1";
@@ -1269,19 +1608,40 @@ impl FloatReader for sqlx::PgConnection {
                 .fetch_optional(&mut *self)
                 .await?;
             let Some((id, debits, credits)) = acc else {
-                return Ok(FloatInputs::from_rows(0, Vec::new()));
+                return Ok(FloatInputs::new(0));
             };
-            let rows: Vec<MovementRow> = match t0 {
-                Some(t0) => {
-                    sqlx::query_as(MOVEMENTS_SQL)
-                        .bind(id)
-                        .bind(t0)
-                        .fetch_all(&mut *self)
-                        .await?
-                }
-                None => Vec::new(),
-            };
-            Ok(FloatInputs::from_rows(debits - credits, rows))
+            let mut out = FloatInputs::new(debits - credits);
+            let Some(t0) = t0 else { return Ok(out) };
+            // The bulk (a movement per payment) by binary COPY, which takes no parameters. Its
+            // join of a million lines with their entries spills to disk at the default 4 MB
+            // of `work_mem`; this transaction may use more.
+            sqlx::query("SET LOCAL work_mem = '256MB'")
+                .execute(&mut *self)
+                .await?;
+            let sql = PAID_SQL.replace("$1", &id.to_string()).replace(
+                "$2",
+                &format!(
+                    "(TIMESTAMPTZ 'epoch' + {} * INTERVAL '1 microsecond')",
+                    t0.timestamp_micros()
+                ),
+            );
+            pgcopy::copy_rows(self, &sql, 3, |mut t| {
+                let bad = || RunError::Corrupt("float movement: a required field is NULL".into());
+                let entry = t.uuid()?.ok_or_else(bad)?;
+                let key = t.str()?.ok_or_else(bad)?;
+                out.paid(entry, key, t.i64()?.ok_or_else(bad)?);
+                Ok(())
+            })
+            .await?;
+            let rows: Vec<(uuid::Uuid, String, i64)> = sqlx::query_as(OTHER_SQL)
+                .bind(id)
+                .bind(t0)
+                .fetch_all(&mut *self)
+                .await?;
+            for (entry, description, amount) in rows {
+                out.other(entry, description, amount);
+            }
+            Ok(out)
         })
     }
 }
@@ -1298,19 +1658,32 @@ impl FloatReader for sqlx::SqliteConnection {
                 .fetch_optional(&mut *self)
                 .await?;
             let Some((id, debits, credits)) = acc else {
-                return Ok(FloatInputs::from_rows(0, Vec::new()));
+                return Ok(FloatInputs::new(0));
             };
-            let rows: Vec<MovementRow> = match t0 {
-                Some(t0) => {
-                    sqlx::query_as(MOVEMENTS_SQL)
-                        .bind(id)
-                        .bind(t0.timestamp_micros())
-                        .fetch_all(&mut *self)
-                        .await?
+            let mut out = FloatInputs::new(debits - credits);
+            if let Some(t0) = t0.map(|t| t.timestamp_micros()) {
+                let query = sqlx::query_scalar(SQLITE_PAID_SQL).bind(id).bind(t0);
+                sqlitejson::each_row(
+                    &mut *self,
+                    query,
+                    |(entry, key, amount): (String, String, i64)| {
+                        let entry = uuid::Uuid::parse_str(&entry)
+                            .map_err(|_| RunError::Corrupt(format!("ledger entry id {entry}")))?;
+                        out.paid(entry, &key, amount);
+                        Ok(())
+                    },
+                )
+                .await?;
+                let rows: Vec<(uuid::Uuid, String, i64)> = sqlx::query_as(OTHER_SQL)
+                    .bind(id)
+                    .bind(t0)
+                    .fetch_all(&mut *self)
+                    .await?;
+                for (entry, description, amount) in rows {
+                    out.other(entry, description, amount);
                 }
-                None => Vec::new(),
-            };
-            Ok(FloatInputs::from_rows(debits - credits, rows))
+            }
+            Ok(out)
         })
     }
 }
@@ -1333,6 +1706,12 @@ trait RunSink: Send {
         run: i64,
         rows: &'a [FloatRow],
     ) -> BoxFuture<'a, Result<()>>;
+    /// The plain matches, packed in chunks of [`packed::CHUNK_PAIRS`].
+    fn insert_matches<'a>(
+        &'a mut self,
+        run: i64,
+        pairs: &'a [(i64, u64)],
+    ) -> BoxFuture<'a, Result<()>>;
     /// Opens the exceptions not yet known for this statement and marks the others seen again
     /// (one event each); returns (opened, seen again).
     #[allow(clippy::too_many_arguments)]
@@ -1351,62 +1730,11 @@ const EXCEPTION_UPSERT: &str =
     "ON CONFLICT (statement_id, key) DO UPDATE SET last_run = excluded.last_run \
      RETURNING id, first_run";
 
-/// `s` as a field of PostgreSQL's COPY text format.
-fn copy_text(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-}
 
-/// Items above this many go through `COPY` on PostgreSQL (an array insert below).
-const COPY_ABOVE: usize = 1_000;
 
 impl RunSink for sqlx::PgConnection {
     fn insert_items<'a>(&'a mut self, run: i64, rows: &'a [Row]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            if rows.len() > COPY_ABOVE {
-                use std::fmt::Write as _;
-                let mut copy = self
-                    .copy_in_raw(
-                        "COPY reconciliation_items (reconciliation_id, category, rule, line_id, \
-                         statement_rows, float_effect, action, detail) FROM STDIN",
-                    )
-                    .await?;
-                let mut buf = String::with_capacity(1 << 20);
-                for r in rows {
-                    let _ = write!(buf, "{run}\t{}\t", r.category.as_str());
-                    buf.push_str(r.rule.map_or("\\N", rule_str));
-                    buf.push('\t');
-                    match r.line {
-                        Some(l) => {
-                            let _ = write!(buf, "{l}");
-                        }
-                        None => buf.push_str("\\N"),
-                    }
-                    buf.push('\t');
-                    copy_text(&mut buf, &r.rows);
-                    let _ = write!(buf, "\t{}\t", r.effect);
-                    buf.push_str(r.action.map_or("\\N", Action::as_str));
-                    buf.push('\t');
-                    copy_text(&mut buf, &r.detail);
-                    buf.push('\n');
-                    if buf.len() >= 1 << 20 {
-                        copy.send(std::mem::take(&mut buf).into_bytes()).await?;
-                        buf.reserve(1 << 20);
-                    }
-                }
-                if !buf.is_empty() {
-                    copy.send(buf.into_bytes()).await?;
-                }
-                copy.finish().await?;
-                return Ok(());
-            }
             for chunk in rows.chunks(200_000) {
                 sqlx::query(
                     "INSERT INTO reconciliation_items (reconciliation_id, category, rule, line_id, \
@@ -1418,7 +1746,7 @@ impl RunSink for sqlx::PgConnection {
                 .bind(chunk.iter().map(|r| r.category.as_str()).collect::<Vec<_>>())
                 .bind(chunk.iter().map(|r| r.rule.map(rule_str)).collect::<Vec<_>>())
                 .bind(chunk.iter().map(|r| r.line).collect::<Vec<_>>())
-                .bind(chunk.iter().map(|r| r.rows.as_str()).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|r| join_rows(&r.rows)).collect::<Vec<_>>())
                 .bind(chunk.iter().map(|r| r.effect).collect::<Vec<_>>())
                 .bind(chunk.iter().map(|r| r.action.map(Action::as_str)).collect::<Vec<_>>())
                 .bind(chunk.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
@@ -1456,6 +1784,29 @@ impl RunSink for sqlx::PgConnection {
             .bind(rows.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
             .execute(&mut *self)
             .await?;
+            Ok(())
+        })
+    }
+
+    fn insert_matches<'a>(
+        &'a mut self,
+        run: i64,
+        pairs: &'a [(i64, u64)],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for (no, chunk, first) in match_chunks(pairs) {
+                sqlx::query(
+                    "INSERT INTO reconciliation_matches (reconciliation_id, chunk_no, pairs, \
+                     first_pair, data) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(run)
+                .bind(no)
+                .bind(i32::try_from(chunk.len()).unwrap_or(i32::MAX))
+                .bind(first)
+                .bind(packed::encode(chunk))
+                .execute(&mut *self)
+                .await?;
+            }
             Ok(())
         })
     }
@@ -1525,7 +1876,7 @@ impl RunSink for sqlx::SqliteConnection {
                         .bind(r.category.as_str())
                         .bind(r.rule.map(rule_str))
                         .bind(r.line)
-                        .bind(r.rows.as_str())
+                        .bind(join_rows(&r.rows))
                         .bind(r.effect)
                         .bind(r.action.map(Action::as_str))
                         .bind(r.detail.as_str());
@@ -1553,6 +1904,29 @@ impl RunSink for sqlx::SqliteConnection {
                 .bind(r.row_no)
                 .bind(r.amount)
                 .bind(r.detail.as_str())
+                .execute(&mut *self)
+                .await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn insert_matches<'a>(
+        &'a mut self,
+        run: i64,
+        pairs: &'a [(i64, u64)],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for (no, chunk, first) in match_chunks(pairs) {
+                sqlx::query(
+                    "INSERT INTO reconciliation_matches (reconciliation_id, chunk_no, pairs, \
+                     first_pair, data) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(run)
+                .bind(no)
+                .bind(i32::try_from(chunk.len()).unwrap_or(i32::MAX))
+                .bind(first)
+                .bind(packed::encode(chunk))
                 .execute(&mut *self)
                 .await?;
             }
@@ -1617,6 +1991,21 @@ impl RunSink for sqlx::SqliteConnection {
             Ok(counts(&actions))
         })
     }
+}
+
+/// The chunks of `pairs` to store: (chunk number, its pairs, pairs before it).
+fn match_chunks(pairs: &[(i64, u64)]) -> impl Iterator<Item = (i32, &[(i64, u64)], i64)> {
+    pairs
+        .chunks(packed::CHUNK_PAIRS)
+        .enumerate()
+        .map(|(no, chunk)| {
+            let first = no * packed::CHUNK_PAIRS;
+            (
+                i32::try_from(no).unwrap_or(i32::MAX),
+                chunk,
+                i64::try_from(first).unwrap_or(i64::MAX),
+            )
+        })
 }
 
 fn events_of(back: &[(i64, i64)], run: i64) -> (Vec<i64>, Vec<String>) {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cva_ledger::money::Currency;
-use cva_reconciliation::matching::normalize_msisdn;
+use cva_reconciliation::matching::{needs_payee_key, normalize_msisdn};
 use cva_reconciliation::{
     reconcile, reconcile_with, Category, Item, MatchOptions, Payment, PaymentStatus,
     Reconciliation, Rule, StatementLine, StatementStatus,
@@ -660,6 +660,24 @@ proptest! {
             r.items.iter().filter(|i| i.payment.is_some() && !matches!(i.category, Category::UnexpectedInStatement | Category::DuplicateInStatement)).count()
                 + r.summary.skipped_payments,
             payments.len()
+        );
+    }
+
+    #[test]
+    fn only_the_keys_needs_payee_key_names_are_ever_read(
+        (payments, statement) in arb_input()
+    ) {
+        let opts = MatchOptions::default();
+        let needed: HashSet<usize> = needs_payee_key(&payments, &statement).into_iter().collect();
+        let mut stripped = payments.clone();
+        for (i, p) in stripped.iter_mut().enumerate() {
+            if !needed.contains(&i) {
+                p.payee_key = None;
+            }
+        }
+        prop_assert_eq!(
+            reconcile(&stripped, &statement, &opts),
+            reconcile(&payments, &statement, &opts)
         );
     }
 

@@ -17,7 +17,7 @@ use cva_ledger::money::Currency;
 use cva_ledger::testing::{assert_books_sound, bal, TestDb};
 use cva_providers::sim::{RunningSim, SimConfig, Simulator};
 use cva_reconciliation::run::{FloatLine, StoredItem};
-use cva_reconciliation::{ColumnMapping, Reconciler, RunOptions, RunView, Statements};
+use cva_reconciliation::{Category, ColumnMapping, Reconciler, RunOptions, RunView, Statements};
 use cva_registry::Registry;
 use rust_decimal::Decimal;
 
@@ -156,6 +156,26 @@ async fn the_simulators_statement_reconciles_and_books_the_reversal_once() {
         .unwrap();
     assert_eq!(reversed.action.as_deref(), Some("reversal_booked"));
     assert_eq!(reversed.float_effect, 0);
+    // The four plain matches are stored packed, listed after the item rows, page by page.
+    let first_plain = items.iter().position(|i| i.id.is_none()).unwrap();
+    assert_eq!(items.len() - first_plain, 4, "{items:?}");
+    assert!(items[..first_plain].iter().all(|i| i.id.is_some()));
+    let mut paged = Vec::new();
+    for offset in 0..=items.len() as u64 {
+        paged.extend(r.items(run.id, None, offset, 1).await.unwrap());
+    }
+    assert_eq!(paged, items);
+    let matched = r
+        .items(run.id, Some(Category::Matched), 0, 1000)
+        .await
+        .unwrap();
+    assert_eq!(matched.len(), 4);
+    assert_eq!(
+        r.items(run.id, Some(Category::Matched), 2, 1000)
+            .await
+            .unwrap(),
+        matched[2..]
+    );
     let state = s.state();
     let sim_float = i64::try_from(state.float_balance.trunc().mantissa()).unwrap();
     assert_eq!(bal(reg.ledger(), FLOAT).await, i128::from(sim_float));
@@ -520,16 +540,25 @@ async fn runs_and_items_are_append_only() {
     let b = batches(&reg, config(&s.base_url, 100, None), 1_000_000).await;
     let batch = released(&b, 100).await;
     b.send(batch.id, &options(3000), &ctx("cy")).await.unwrap();
-    let statement = import(&reg, &s.statement_csv()).await;
+    // Plain matches (stored packed) and one item row: a transfer we never sent.
+    let csv = format!(
+        "{}STRANGER1,,,500,XOF,0,completed,2024-03-01T10:00:00Z,\n",
+        s.statement_csv()
+    );
+    let statement = import(&reg, &csv).await;
     let run = Reconciler::new(b)
         .run(statement, RunOptions::default(), &ctx("fo"))
         .await
         .unwrap();
+    assert_eq!(run.summary.unexpected_in_statement, 1, "{run:?}");
+    assert!(run.summary.matched >= 1, "{run:?}");
     for sql in [
         format!("UPDATE reconciliations SET difference = 0, explained = 0, unexplained = 0 WHERE id = {}", run.id),
         format!("DELETE FROM reconciliations WHERE id = {}", run.id),
         format!("UPDATE reconciliation_items SET category = 'matched' WHERE reconciliation_id = {}", run.id),
         format!("DELETE FROM reconciliation_items WHERE reconciliation_id = {}", run.id),
+        format!("UPDATE reconciliation_matches SET pairs = 1 WHERE reconciliation_id = {}", run.id),
+        format!("DELETE FROM reconciliation_matches WHERE reconciliation_id = {}", run.id),
     ] {
         assert!(db.raw(&[sql.as_str()]).await.is_err(), "{sql} must be refused");
     }

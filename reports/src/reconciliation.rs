@@ -11,9 +11,11 @@
 //!    `statement_closing`, `ledger_opening`, `ledger_closing`, `difference` (ledger −
 //!    statement), `explained`, `unexplained` (`difference − explained`); `amount` empty when
 //!    the statement gives no balance;
-//! 2. `item` — the run's items in id order: `category` (matched, amount_mismatch, …),
+//! 2. `item` — the run's item rows in id order: `category` (matched, amount_mismatch, …),
 //!    `rule` that paired them, `line_id` (our payment line), `statement_rows`, `amount` (the
-//!    item's effect on the float difference), `action` (what the run posted), `detail`;
+//!    item's effect on the float difference), `action` (what the run posted), `detail`; then
+//!    the plain matches (by transaction id, nothing posted, no effect; stored packed in
+//!    `reconciliation_matches`), without an `id`, in the order the run found them;
 //! 3. `float_line` — the differences that are not items, in id order: `category` (the kind:
 //!    opening_difference, ledger_only, running_balance_break), `entry_id`, `row_no`,
 //!    `amount`, `detail`;
@@ -245,6 +247,30 @@ pub async fn build(ledger: &Ledger, which: RunRef) -> Result<Table> {
         ]);
         row.extend(vec![Cell::Empty; 5]);
         row.push(Cell::text(detail));
+        table.push(row)?;
+    }
+    // Then the plain matches, stored packed: no item id, no effect, nothing done.
+    let plain = cva_reconciliation::packed::read(ledger, run.id, 0, u64::MAX)
+        .await
+        .map_err(|e| match e {
+            cva_reconciliation::packed::ReadError::Database(e) => ReportError::Database(e),
+            corrupt => ReportError::Corrupt(corrupt.to_string()),
+        })?;
+    for (line, statement_row) in plain {
+        let mut row = lead("item");
+        row.extend([
+            Cell::Empty,
+            Cell::text("matched"),
+            Cell::text("provider_transaction_id"),
+            Cell::Int(line),
+            Cell::text(statement_row.to_string()),
+            Cell::Empty,
+            Cell::Empty,
+            Cell::text(cur.code()),
+            money(0, cur)?,
+            Cell::Empty,
+        ]);
+        row.extend(vec![Cell::Empty; 6]);
         table.push(row)?;
     }
     for (id, kind, entry_id, row_no, amount, detail) in floats {

@@ -275,7 +275,9 @@ pub struct ItemParams {
     pub limit: Option<u32>,
 }
 
-/// A page of a run's items, in the order matching produced them. Every role.
+/// A page of a run's items: the item rows in the order matching produced them, then the
+/// plain matches (by transaction id, nothing posted, no float effect; stored packed, no `id`).
+/// Every role.
 #[utoipa::path(get, path = "/v1/reconciliations/{id}/items", tag = "reconciliation", params(("id" = i64, Path, description = "run id"), ItemParams),
     responses((status = 200, body = Vec<StoredItem>), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, description = "no valid token or session", body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn items(
