@@ -1730,8 +1730,6 @@ const EXCEPTION_UPSERT: &str =
     "ON CONFLICT (statement_id, key) DO UPDATE SET last_run = excluded.last_run \
      RETURNING id, first_run";
 
-
-
 impl RunSink for sqlx::PgConnection {
     fn insert_items<'a>(&'a mut self, run: i64, rows: &'a [Row]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
