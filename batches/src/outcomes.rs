@@ -107,25 +107,37 @@ struct OutcomeRows<'a> {
     audits: &'a [AuditRecord],
 }
 
-/// Reversal of `rows.reversed`: `completed` → `failed` (`reversed`). The same SQL on both
-/// backends.
+/// `IN` a JSON array of ids bound as `$1` (see [`json_ids`]), per backend: one query for a
+/// set of lines or batches instead of one per id.
+const PG_IN_IDS: &str =
+    "= ANY(SELECT CAST(value AS BIGINT) FROM json_array_elements_text(CAST($1 AS JSON)))";
+const SQLITE_IN_IDS: &str = "IN (SELECT value FROM json_each($1))";
+
+/// `ids` as a JSON array, for [`PG_IN_IDS`] / [`SQLITE_IN_IDS`].
+fn json_ids(ids: &[i64]) -> String {
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    format!("[{}]", list.join(","))
+}
+
+/// Reversal of `rows.reversed` (`completed` → `failed`, code `reversed`) in one statement,
+/// then the audit events. `$in_ids`: [`PG_IN_IDS`] or [`SQLITE_IN_IDS`].
 macro_rules! reverse_lines {
-    ($rows:expr, $conn:expr) => {{
-        let mut n = 0u64;
-        for line in $rows.reversed {
-            n += sqlx::query(
+    ($rows:expr, $conn:expr, $in_ids:expr) => {{
+        if !$rows.reversed.is_empty() {
+            let n = sqlx::query(&format!(
                 "UPDATE batch_lines SET status = 'failed', failure_code = 'reversed', \
-                 failure_reason = 'reversed by the provider', resolved_at = $1 \
-                 WHERE id = $2 AND status = 'completed'",
-            )
+                 failure_reason = 'reversed by the provider', resolved_at = $2 \
+                 WHERE id {} AND status = 'completed'",
+                $in_ids
+            ))
+            .bind(json_ids($rows.reversed))
             .bind($rows.at)
-            .bind(*line)
             .execute(&mut *$conn)
             .await?
             .rows_affected();
-        }
-        if n != $rows.reversed.len() as u64 {
-            return Err(changed_meanwhile($rows.reversed.len(), n));
+            if n != $rows.reversed.len() as u64 {
+                return Err(changed_meanwhile($rows.reversed.len(), n));
+            }
         }
         for audit in $rows.audits {
             AuditConn::append(&mut *$conn, audit).await?;
@@ -147,7 +159,7 @@ async fn update_pg(
     if !rows.changes.is_empty() {
         update_pg_changes(conn, rows).await?;
     }
-    reverse_lines!(rows, conn);
+    reverse_lines!(rows, conn, PG_IN_IDS);
     Ok(())
 }
 
@@ -218,7 +230,7 @@ async fn update_sqlite(
     if n != rows.changes.len() as u64 {
         return Err(changed_meanwhile(rows.changes.len(), n));
     }
-    reverse_lines!(rows, conn);
+    reverse_lines!(rows, conn, SQLITE_IN_IDS);
     Ok(())
 }
 
@@ -341,19 +353,19 @@ impl Batches {
     async fn settle_statuses(&self, ids: &[i64], ctx: &AuditContext) -> Result<()> {
         let at = now();
         // One count for all the batches (a statement settles a hundred at once).
-        let sql = if self.registry.ledger().pg_pool().is_some() {
-            "SELECT batch_id, status, CAST(count(*) AS BIGINT) FROM batch_lines \
-             WHERE batch_id = ANY(SELECT CAST(value AS BIGINT) \
-             FROM json_array_elements_text(CAST($1 AS JSON))) GROUP BY batch_id, status"
+        let in_ids = if self.registry.ledger().pg_pool().is_some() {
+            PG_IN_IDS
         } else {
-            "SELECT batch_id, status, CAST(count(*) AS BIGINT) FROM batch_lines \
-             WHERE batch_id IN (SELECT value FROM json_each($1)) GROUP BY batch_id, status"
+            SQLITE_IN_IDS
         };
-        let list = serde_json::to_string(ids)
-            .map_err(|e| RegistryError::Corrupt(format!("batch ids: {e}")))?;
+        let sql = format!(
+            "SELECT batch_id, status, CAST(count(*) AS BIGINT) FROM batch_lines \
+             WHERE batch_id {in_ids} GROUP BY batch_id, status"
+        );
+        let list = json_ids(ids);
         write_tx!(self.registry.ledger(), |tx| {
             let all: Vec<(i64, String, i64)> =
-                sqlx::query_as(sql).bind(&list).fetch_all(&mut *tx).await?;
+                sqlx::query_as(&sql).bind(&list).fetch_all(&mut *tx).await?;
             for &id in ids {
                 let counts: Vec<(&str, i64)> = all
                     .iter()
@@ -400,9 +412,9 @@ impl Batches {
     /// confirmation, failure and reversal entry of every batch, the lines' updates and one
     /// audit event per batch and kind in a single ledger transaction, then the batches'
     /// statuses in a second. The same entries, keys, line updates and events as
-    /// [`apply_outcomes`](Self::apply_outcomes) then
-    /// [`record_reversals`](Self::record_reversals) batch by batch — a hundred batches settled
-    /// by one statement cost two transactions instead of four hundred.
+    /// [`apply_outcomes`](Self::apply_outcomes) batch by batch, then the reversals — a hundred
+    /// batches settled by one statement cost two transactions instead of four hundred.
+    /// [`record_reversal`](Self::record_reversal) is this with one line.
     ///
     /// Outcomes for lines no longer open are counted in `already_resolved` and skipped; a
     /// reversal is booked for a line `completed` now or confirmed by this settlement, others
@@ -432,21 +444,19 @@ impl Batches {
                     .chain(s.reversals.iter().copied())
             })
             .collect();
-        let sql = if self.registry.ledger().pg_pool().is_some() {
-            "SELECT id, batch_id, household_id, amount, fee, status FROM batch_lines \
-             WHERE id = ANY(SELECT CAST(value AS BIGINT) \
-             FROM json_array_elements_text(CAST($1 AS JSON))) \
-             AND status IN ('in_flight', 'unknown', 'completed')"
+        let in_ids = if self.registry.ledger().pg_pool().is_some() {
+            PG_IN_IDS
         } else {
-            "SELECT id, batch_id, household_id, amount, fee, status FROM batch_lines \
-             WHERE id IN (SELECT value FROM json_each($1)) \
-             AND status IN ('in_flight', 'unknown', 'completed')"
+            SQLITE_IN_IDS
         };
-        let list = serde_json::to_string(&ids)
-            .map_err(|e| RegistryError::Corrupt(format!("line ids: {e}")))?;
+        let sql = format!(
+            "SELECT id, batch_id, household_id, amount, fee, status FROM batch_lines \
+             WHERE id {in_ids} AND status IN ('in_flight', 'unknown', 'completed')"
+        );
+        let list = json_ids(&ids);
         let rows: Vec<(i64, i64, i64, i64, i64, String)> =
             read_pool!(self.registry.ledger(), |pool| {
-                sqlx::query_as(sql).bind(&list).fetch_all(pool).await?
+                sqlx::query_as(&sql).bind(&list).fetch_all(pool).await?
             });
         let mut by_batch: HashMap<i64, LineStates> = HashMap::new();
         for (id, batch, hh, amount, fee, status) in rows {
@@ -542,66 +552,23 @@ impl Batches {
         if status != "completed" {
             return Err(conflict(&status));
         }
-        if self.record_reversals(batch, &[line], ctx).await?.is_empty() {
+        let plan = BTreeMap::from([(
+            batch,
+            Settlement {
+                outcomes: Vec::new(),
+                reversals: vec![line],
+            },
+        )]);
+        if self
+            .settle_many(&plan, "provider", ctx)
+            .await?
+            .reversed
+            .is_empty()
+        {
             // Reversed (or otherwise settled) by someone else since the read above.
             return Err(conflict("no longer completed"));
         }
         Ok(())
-    }
-
-    /// [`record_reversal`](Self::record_reversal) for many lines of batch `batch` at once
-    /// (a statement's reversals): one posting transaction for all of them (their entries
-    /// `pay:LINE:reversal`, the lines' updates, one audit event), then the batch's status
-    /// once. Lines of the list that are no longer `completed` (reversed meanwhile, or not
-    /// this batch's) are skipped; returns the lines reversed.
-    pub async fn record_reversals(
-        &self,
-        batch: i64,
-        lines: &[i64],
-        ctx: &AuditContext,
-    ) -> Result<Vec<i64>> {
-        if lines.is_empty() {
-            return Ok(Vec::new());
-        }
-        let low = lines.iter().copied().min().unwrap_or(0);
-        let high = lines.iter().copied().max().unwrap_or(-1);
-        let wanted: HashSet<i64> = lines.iter().copied().collect();
-        let rows: Vec<(i64, i64, i64)> = read_pool!(self.registry.ledger(), |pool| {
-            sqlx::query_as(
-                "SELECT id, household_id, amount FROM batch_lines WHERE batch_id = $1 \
-                 AND status = 'completed' AND id >= $2 AND id <= $3 ORDER BY id",
-            )
-            .bind(batch)
-            .bind(low)
-            .bind(high)
-            .fetch_all(pool)
-            .await?
-        });
-        let rows: Vec<(i64, i64, i64)> =
-            rows.into_iter().filter(|r| wanted.contains(&r.0)).collect();
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let b = self.batch(batch).await?;
-        let provider = self.provider_of(&b)?;
-        let at = now();
-        let entries = plan_reversals(&b, provider, &rows, at)?;
-        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        let audit = reversal_audit(ctx, batch, &rows);
-        let hook = OutcomeRows {
-            changes: &[],
-            source: "",
-            reversed: &ids,
-            at,
-            audits: std::slice::from_ref(&audit),
-        };
-        self.registry
-            .ledger()
-            .post_many_hooked(&entries, &hook)
-            .await
-            .map_err(ledger_err)?;
-        self.settle_status(batch, ctx).await?;
-        Ok(ids)
     }
 
     pub(crate) fn provider_of(&self, b: &BatchView) -> Result<&Provider> {

@@ -78,20 +78,6 @@ pub enum ReadError {
     },
 }
 
-/// How many plain matches run `run` stored.
-pub async fn count(ledger: &Ledger, run: i64) -> Result<u64, ReadError> {
-    let n: i64 = read_pool!(ledger, |pool| {
-        sqlx::query_scalar(
-            "SELECT CAST(COALESCE(SUM(pairs), 0) AS BIGINT) FROM reconciliation_matches \
-             WHERE reconciliation_id = $1",
-        )
-        .bind(run)
-        .fetch_one(pool)
-        .await?
-    });
-    Ok(u64::try_from(n).unwrap_or(0))
-}
-
 /// The plain matches of run `run`, in the order the run found them, skipping the first
 /// `skip`, at most `take` (only the chunks needed are read).
 pub async fn read(

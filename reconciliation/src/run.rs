@@ -418,7 +418,7 @@ impl Reconciler {
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         // Two independent reads: on two connections at once on PostgreSQL; one after the
         // other on SQLite, where two big scans at once were measured slower than in turn.
-        let (lines, (payments, info)) = if self.statements.ledger().pg_pool().is_some() {
+        let (lines, (mut payments, info)) = if self.statements.ledger().pg_pool().is_some() {
             futures::try_join!(
                 self.read_lines(statement_id),
                 self.read_payments(&st.provider, since)
@@ -427,14 +427,12 @@ impl Reconciler {
             let lines = self.read_lines(statement_id).await?;
             (lines, self.read_payments(&st.provider, since).await?)
         };
-        let mut payments = payments;
         let needed = needs_payee_key(&payments, &lines);
         let ids: Vec<i64> = needed.iter().map(|&i| payments[i].line).collect();
-        let keys = self.payee_keys(&ids).await?;
+        let mut keys = self.payee_keys(&ids).await?;
         for i in needed {
-            payments[i].payee_key = keys.get(&payments[i].line).cloned();
+            payments[i].payee_key = keys.remove(&payments[i].line);
         }
-        drop(keys);
         clock.mark("reads");
         // The statement's own arithmetic does not depend on anything posted below.
         let statement_movement: i64 = lines
@@ -716,7 +714,20 @@ impl Reconciler {
                 Err(e) => return Err(e.into()),
             };
             RunSink::insert_items(&mut *tx, id, &rows).await?;
-            RunSink::insert_matches(&mut *tx, id, &plain).await?;
+            // The plain matches, packed in chunks (the same SQL on both backends).
+            for (no, chunk, first) in match_chunks(&plain) {
+                sqlx::query(
+                    "INSERT INTO reconciliation_matches (reconciliation_id, chunk_no, pairs, \
+                     first_pair, data) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(id)
+                .bind(no)
+                .bind(i32::try_from(chunk.len()).unwrap_or(i32::MAX))
+                .bind(first)
+                .bind(packed::encode(chunk))
+                .execute(&mut *tx)
+                .await?;
+            }
             drop(plain);
             RunSink::insert_float_lines(&mut *tx, id, &float_rows).await?;
             let exceptions: Vec<NewException> = rows
@@ -1706,12 +1717,6 @@ trait RunSink: Send {
         run: i64,
         rows: &'a [FloatRow],
     ) -> BoxFuture<'a, Result<()>>;
-    /// The plain matches, packed in chunks of [`packed::CHUNK_PAIRS`].
-    fn insert_matches<'a>(
-        &'a mut self,
-        run: i64,
-        pairs: &'a [(i64, u64)],
-    ) -> BoxFuture<'a, Result<()>>;
     /// Opens the exceptions not yet known for this statement and marks the others seen again
     /// (one event each); returns (opened, seen again).
     #[allow(clippy::too_many_arguments)]
@@ -1782,29 +1787,6 @@ impl RunSink for sqlx::PgConnection {
             .bind(rows.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
             .execute(&mut *self)
             .await?;
-            Ok(())
-        })
-    }
-
-    fn insert_matches<'a>(
-        &'a mut self,
-        run: i64,
-        pairs: &'a [(i64, u64)],
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            for (no, chunk, first) in match_chunks(pairs) {
-                sqlx::query(
-                    "INSERT INTO reconciliation_matches (reconciliation_id, chunk_no, pairs, \
-                     first_pair, data) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(run)
-                .bind(no)
-                .bind(i32::try_from(chunk.len()).unwrap_or(i32::MAX))
-                .bind(first)
-                .bind(packed::encode(chunk))
-                .execute(&mut *self)
-                .await?;
-            }
             Ok(())
         })
     }
@@ -1902,29 +1884,6 @@ impl RunSink for sqlx::SqliteConnection {
                 .bind(r.row_no)
                 .bind(r.amount)
                 .bind(r.detail.as_str())
-                .execute(&mut *self)
-                .await?;
-            }
-            Ok(())
-        })
-    }
-
-    fn insert_matches<'a>(
-        &'a mut self,
-        run: i64,
-        pairs: &'a [(i64, u64)],
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            for (no, chunk, first) in match_chunks(pairs) {
-                sqlx::query(
-                    "INSERT INTO reconciliation_matches (reconciliation_id, chunk_no, pairs, \
-                     first_pair, data) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(run)
-                .bind(no)
-                .bind(i32::try_from(chunk.len()).unwrap_or(i32::MAX))
-                .bind(first)
-                .bind(packed::encode(chunk))
                 .execute(&mut *self)
                 .await?;
             }
