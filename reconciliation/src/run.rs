@@ -10,8 +10,9 @@
 //!    (`in_flight`, `completed`, `failed`, `unknown`) with its provider transaction id, amount,
 //!    fee, currency and its time (resolved, else last attempt, else the batch's last change);
 //!    then the household's `msisdn_index` of only the payments the fallback rule may look at
-//!    ([`needs_payee_key`]: a join of every payment with its household was half the read). Lines more than the window before the statement's period
-//!    are not read unless still open: an old statement-less payment is not this statement's.
+//!    ([`needs_payee_key`]: joining every payment with its household was most of the
+//!    read). Lines more than the window before the statement's period are not read unless
+//!    still open: an old statement-less payment is not this statement's.
 //! 2. **Match** ([`crate::matching`], payees compared by their keyed index).
 //! 3. **Settle what the statement answers**, through the batches crate so the postings are
 //!    the same as the sender's (`source = statement`, idempotency keys `pay:LINE:…`):
