@@ -16,6 +16,7 @@ use cva_ledger::account::{AccountCode, Side};
 use cva_ledger::audit::{AuditConn, AuditContext, AuditRecord};
 use cva_ledger::entry::{IdempotencyKey, Line, NewEntry};
 use cva_ledger::money::Amount;
+use cva_ledger::posting::Posting;
 use cva_registry::{read_pool, write_tx, RegistryError};
 use serde::Serialize;
 
@@ -65,6 +66,9 @@ pub struct Settled {
     pub applied: Applied,
     /// The lines whose reversal was booked.
     pub reversed: Vec<i64>,
+    /// The idempotency keys of the ledger entries this call wrote (not those found already
+    /// posted), so that a caller can find exactly what it moved.
+    pub posted: Vec<String>,
 }
 
 /// Our failure code for a provider's GSMA error code (a rejection reason or error object).
@@ -510,7 +514,11 @@ impl Batches {
             changes.extend(c);
         }
         if touched.is_empty() {
-            return Ok(Settled { applied, reversed });
+            return Ok(Settled {
+                applied,
+                reversed,
+                posted: Vec::new(),
+            });
         }
         let rows = OutcomeRows {
             changes: &changes,
@@ -519,17 +527,29 @@ impl Batches {
             at,
             audits: &audits,
         };
+        let mut posted = Vec::new();
         if entries.is_empty() {
             self.unknown_only(&rows).await?;
         } else {
-            self.registry
+            let postings = self
+                .registry
                 .ledger()
                 .post_many_hooked(&entries, &rows)
                 .await
                 .map_err(ledger_err)?;
+            // One posting per entry, in order.
+            for (entry, posting) in entries.iter().zip(&postings) {
+                if matches!(posting, Posting::Posted(_)) {
+                    posted.push(entry.idempotency_key.as_str().to_owned());
+                }
+            }
         }
         self.settle_statuses(&touched, ctx).await?;
-        Ok(Settled { applied, reversed })
+        Ok(Settled {
+            applied,
+            reversed,
+            posted,
+        })
     }
 
     /// The provider took back a payment it had completed (a reversal seen in a status query or

@@ -160,6 +160,10 @@ struct Args {
     /// Keep the benchmark database (and the files) at the end
     #[arg(long)]
     keep_database: bool,
+    /// Stop after the set-up and the import, keeping the database (to copy it and time runs
+    /// on copies: `--child-run 1` against a copy)
+    #[arg(long)]
+    setup_only: bool,
     /// (internal) Reconcile this statement of the database given and print the result as JSON
     #[arg(long, hide = true)]
     child_run: Option<i64>,
@@ -173,7 +177,11 @@ async fn main() -> Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_env_filter("cva_reconciliation::run=info")
+        // `RUST_LOG` to see more (e.g. `cva_ledger=debug`: each posting's timings).
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "cva_reconciliation::run=info".into()),
+        )
         .init();
     if let Some(statement) = args.child_run {
         child_run(&args.database_url, statement).await?;
@@ -1665,6 +1673,12 @@ async fn run(args: &Args, work_dir: &Path) -> Result<ExitCode> {
         imported.lines.to_string(),
         expected.statement_rows.to_string(),
     );
+
+    if args.setup_only {
+        println!("# --setup-only: database kept, statement {}", imported.id);
+        ledger.close().await;
+        return Ok(ExitCode::SUCCESS);
+    }
 
     // 4. The run: in a fresh process (unless --in-process), so that its peak RSS is its own.
     let setup_peak = hwm();

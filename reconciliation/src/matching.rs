@@ -134,7 +134,11 @@
 //! (payee, amount, time) make that grow. `examples/match_bench.rs` times a million of each.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+// foldhash: seeded per process like std's SipHash (no fixed hash a hostile statement could
+// aim at), several times faster on the million short keys a statement brings.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fmt;
 
 use chrono::{DateTime, Duration, TimeDelta, Utc};
@@ -289,7 +293,8 @@ pub struct Item {
     pub payment: Option<i64>,
     /// Statement row numbers ([`StatementLine::row`]), ascending.
     pub statement_rows: Vec<usize>,
-    /// For people; no phone numbers, payee keys, transaction ids or references.
+    /// For people; no phone numbers, payee keys, transaction ids or references. Empty for a
+    /// clean match (category matched): its rule, line and rows say it all.
     pub detail: String,
 }
 
@@ -389,11 +394,15 @@ pub fn reconcile(
 /// keys are costly to fetch (a join per payment) may leave them `None` and fetch only these,
 /// and [`reconcile_with`] gives the same result (checked by a property test).
 pub fn needs_payee_key(payments: &[Payment], statement: &[StatementLine]) -> Vec<usize> {
-    let on_statement: std::collections::HashSet<&str> = statement
-        .iter()
-        .filter(|s| s.status != StatementStatus::Reversal)
-        .map(|s| s.transaction_id.as_str())
-        .collect();
+    // Sized up front (a filtered iterator's size hint is 0: a million inserts would grow and
+    // rehash the table twenty times).
+    let mut on_statement: HashSet<&str> = HashSet::with_capacity(statement.len());
+    on_statement.extend(
+        statement
+            .iter()
+            .filter(|s| s.status != StatementStatus::Reversal)
+            .map(|s| s.transaction_id.as_str()),
+    );
     let mut uses: HashMap<&str, u32> = HashMap::with_capacity(payments.len());
     for tx in payments.iter().filter_map(|p| p.provider_tx.as_deref()) {
         *uses.entry(tx).or_default() += 1;
@@ -405,6 +414,22 @@ pub fn needs_payee_key(payments: &[Payment], statement: &[StatementLine]) -> Vec
             None => true,
             Some(tx) => !on_statement.contains(tx) || uses.get(tx).copied().unwrap_or(0) > 1,
         })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The statement rows (indices into `statement`) whose [`StatementLine::msisdn`] matching may
+/// look at: those with a transaction id no payment carries. A row with one is either the first
+/// non-reversal row of that id, which rule 1 pairs before the fallback runs, or a duplicate or
+/// a reversal, which the fallback never considers. A caller may leave every other row's
+/// `msisdn` `None` and [`reconcile_with`] gives the same result (checked by a property test).
+pub fn needs_row_msisdn(payments: &[Payment], statement: &[StatementLine]) -> Vec<usize> {
+    let mut paid: HashSet<&str> = HashSet::with_capacity(payments.len());
+    paid.extend(payments.iter().filter_map(|p| p.provider_tx.as_deref()));
+    statement
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !paid.contains(s.transaction_id.as_str()))
         .map(|(i, _)| i)
         .collect()
 }
@@ -564,7 +589,7 @@ where
     );
 
     // Reversals: attach to the original's payment or row.
-    let mut by_provider_tx: HashMap<&str, usize> = HashMap::new();
+    let mut by_provider_tx: HashMap<&str, usize> = HashMap::with_capacity(payments.len());
     for &p in &pay_order {
         if let Some(tx) = payments[p].provider_tx.as_deref() {
             by_provider_tx.entry(tx).or_insert(p);
@@ -944,18 +969,29 @@ fn pair_item(
             pay.fee_minor, s.fee_minor
         ));
     }
-    let mut rows = vec![s.row];
-    rows.extend(revs.into_iter().flatten().map(|&r| statement[r].row));
-    let mut detail = format!("line {} = row {} by {}", pay.line, s.row, rule.as_str());
-    for p in problems {
-        detail.push_str("; ");
-        detail.push_str(&p);
+    let statement_rows = match revs {
+        None => vec![s.row],
+        Some(revs) => {
+            let mut rows = vec![s.row];
+            rows.extend(revs.iter().map(|&r| statement[r].row));
+            sorted_rows(rows)
+        }
+    };
+    // A clean match says all in its rule, line and rows: no detail (a million of them would
+    // be formatted for nothing).
+    let mut detail = String::new();
+    if !problems.is_empty() {
+        detail = format!("line {} = row {} by {}", pay.line, s.row, rule.as_str());
+        for p in problems {
+            detail.push_str("; ");
+            detail.push_str(&p);
+        }
     }
     Item {
         category,
         rule: Some(rule),
         payment: Some(pay.line),
-        statement_rows: sorted_rows(rows),
+        statement_rows,
         detail,
     }
 }

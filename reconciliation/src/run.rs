@@ -80,7 +80,9 @@
 //! logs how long each phase took (`phases` in its log line).
 //! `examples/reconcile_bench.rs` measures a million lines against a million payments.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use chrono::{DateTime, Duration, Utc};
 use cva_batches::{Batches, LineOutcome, Outcome, Settlement};
@@ -93,12 +95,15 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::matching::{
-    needs_payee_key, reconcile_with, Category, Item, MatchOptions, Payment, PaymentStatus, Rule,
-    Summary,
+    needs_payee_key, needs_row_msisdn, reconcile_with, Category, Item, MatchOptions, Payment,
+    PaymentStatus, Rule, Summary,
 };
 use crate::statement::{StatementLine, StatementStatus};
 use crate::store::{ImportError, Statements};
 use crate::{packed, pgcopy, sqlitejson};
+
+/// The most statement lines the reads size their vectors for up front.
+const MAX_PRESIZE: u64 = 10_000_000;
 
 /// Rows per multi-row `INSERT` on SQLite.
 const SQLITE_CHUNK: usize = 500;
@@ -417,16 +422,31 @@ impl Reconciler {
             .period_start
             .map(|t| t - options.window)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        // Two independent reads: on two connections at once on PostgreSQL; one after the
-        // other on SQLite, where two big scans at once were measured slower than in turn.
+        // Two independent reads: on two connections at once on PostgreSQL, each in its own
+        // task so that the two streams are decoded on two cores (joined in one task, the
+        // client's decoding of both ran on one); one after the other on SQLite, where two big
+        // scans at once were measured slower than in turn.
+        // Sized once from the statement's line count (a payment per line, about): growing a
+        // million-element vector by doubling copies it over and over.
+        let capacity = usize::try_from(st.lines.min(MAX_PRESIZE)).unwrap_or(0);
         let (lines, (mut payments, info)) = if self.statements.ledger().pg_pool().is_some() {
-            futures::try_join!(
-                self.read_lines(statement_id),
-                self.read_payments(&st.provider, since)
-            )?
+            let me = self.clone();
+            let lines = tokio::spawn(async move { me.read_lines(statement_id, capacity).await });
+            let me = self.clone();
+            let provider = st.provider.clone();
+            let payments =
+                tokio::spawn(async move { me.read_payments(&provider, since, capacity).await });
+            fn joined<T>(r: std::result::Result<T, tokio::task::JoinError>) -> Result<T> {
+                r.map_err(|e| RunError::Corrupt(format!("a read task ended abnormally: {e}")))
+            }
+            let (lines, payments) = futures::join!(lines, payments);
+            (joined(lines)??, joined(payments)??)
         } else {
-            let lines = self.read_lines(statement_id).await?;
-            (lines, self.read_payments(&st.provider, since).await?)
+            let lines = self.read_lines(statement_id, capacity).await?;
+            (
+                lines,
+                self.read_payments(&st.provider, since, capacity).await?,
+            )
         };
         let needed = needs_payee_key(&payments, &lines);
         let ids: Vec<i64> = needed.iter().map(|&i| payments[i].line).collect();
@@ -434,7 +454,27 @@ impl Reconciler {
         for i in needed {
             payments[i].payee_key = keys.remove(&payments[i].line);
         }
+        let mut lines = lines;
+        let needed = needs_row_msisdn(&payments, &lines);
+        let rows: Vec<i64> = needed
+            .iter()
+            .map(|&i| i64::try_from(lines[i].row).unwrap_or(i64::MAX))
+            .collect();
+        let mut keys = self.row_keys(statement_id, &rows).await?;
+        for i in needed {
+            lines[i].msisdn = keys.remove(&lines[i].row);
+        }
         clock.mark("reads");
+        // The float, read on another connection while matching runs (see `float_snapshot`).
+        let (ready, snapshot_taken) = tokio::sync::oneshot::channel();
+        let snapshot = tokio::spawn(float_snapshot(
+            self.batches.registry().ledger().clone(),
+            float_account.clone(),
+            st.period_start,
+            ready,
+            // About a paid line per payment.
+            payments.len(),
+        ));
         // The statement's own arithmetic does not depend on anything posted below.
         let statement_movement: i64 = lines
             .iter()
@@ -546,21 +586,18 @@ impl Reconciler {
                 .unwrap_or_default();
             plan.entry(batch).or_default().reversals.push(*line);
         }
-        let settled = self.batches.settle_many(&plan, "statement", ctx).await?;
-        drop(plan);
-        let done: HashSet<i64> = settled.reversed.iter().copied().collect();
-        for line in reversals.iter().filter(|l| !done.contains(l)) {
-            actions.remove(line);
-        }
-        let posted = i64::try_from(
-            settled.applied.completed + settled.applied.failed + settled.reversed.len(),
-        )
-        .unwrap_or(i64::MAX);
-        clock.mark("postings");
-        // Items after step 3.
-        let mut rows: Vec<Row> = Vec::with_capacity(result.items.len());
-        for item in result.items {
-            let action = item.payment.and_then(|l| actions.get(&l).copied());
+        // Nothing is posted before the snapshot is taken: its movements and the run's own
+        // must not overlap. (If its read failed, the float is read in full below.)
+        let _ = snapshot_taken.await;
+        // Posted on another task while this one builds the item rows.
+        let settling = {
+            let batches = self.batches.clone();
+            let ctx = ctx.clone();
+            tokio::spawn(async move { batches.settle_many(&plan, "statement", &ctx).await })
+        };
+        // Items after step 3, built as if every planned reversal is booked; the items of the
+        // reversals are kept to build again if one is not.
+        let row_of = |item: Item, action: Option<Action>| {
             let booked = item.category == Category::ReversedByProvider
                 && item.payment.is_some_and(|l| already_booked.contains(&l));
             let mut row = settled_item(item, action, &find);
@@ -568,8 +605,35 @@ impl Reconciler {
                 row.settled = true;
                 row.detail.push_str("; reversal already booked");
             }
-            rows.push(row);
+            row
+        };
+        let planned_reversals: HashSet<i64> = reversals.iter().copied().collect();
+        let mut again: Vec<(usize, Item)> = Vec::new();
+        let mut rows: Vec<Row> = Vec::with_capacity(result.items.len());
+        for item in result.items {
+            let action = item.payment.and_then(|l| actions.get(&l).copied());
+            if item.payment.is_some_and(|l| planned_reversals.contains(&l)) {
+                again.push((rows.len(), item.clone()));
+            }
+            rows.push(row_of(item, action));
         }
+        clock.mark("rows");
+        let settled = settling
+            .await
+            .map_err(|e| RunError::Corrupt(format!("the posting task ended abnormally: {e}")))??;
+        let done: HashSet<i64> = settled.reversed.iter().copied().collect();
+        for (at, item) in again {
+            let Some(line) = item.payment else { continue };
+            if !done.contains(&line) {
+                // Not booked (another process settled the line since): no action.
+                rows[at] = row_of(item, None);
+            }
+        }
+        let posted = i64::try_from(
+            settled.applied.completed + settled.applied.failed + settled.reversed.len(),
+        )
+        .unwrap_or(i64::MAX);
+        clock.mark("postings");
         drop(lines);
 
         let ledger = self.batches.registry().ledger().clone();
@@ -581,12 +645,39 @@ impl Reconciler {
         drop(info);
 
         let window_seconds = options.window.num_seconds();
-        clock.mark("rows");
+        let snapshot = match snapshot.await {
+            Ok(Ok(snapshot)) => Some(snapshot),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "float snapshot failed; the float is read in full");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "float snapshot task failed; the float is read in full");
+                None
+            }
+        };
+        clock.mark("float snapshot");
         let view = write_tx!(ledger, |tx| {
-            let float = FloatInputs::read(&mut *tx, &float_account, t0).await?;
+            let float = match snapshot {
+                Some(snapshot) => {
+                    let delta = tx.read_delta(&float_account, &settled.posted, t0).await?;
+                    match snapshot.with_delta(delta, t0) {
+                        Some(float) => float,
+                        None => {
+                            tracing::info!(
+                                "the float moved during the run besides the run's own \
+                                 postings; read in full"
+                            );
+                            FloatInputs::read(&mut *tx, &float_account, t0).await?
+                        }
+                    }
+                }
+                None => FloatInputs::read(&mut *tx, &float_account, t0).await?,
+            };
             clock.mark("float read");
             let mut float_rows = Vec::new();
-            let item_lines: HashSet<i64> = rows.iter().filter_map(|r| r.line).collect();
+            let mut item_lines: HashSet<i64> = HashSet::with_capacity(rows.len());
+            item_lines.extend(rows.iter().filter_map(|r| r.line));
             // Item effects: the ledger side of each item's line.
             for r in &mut rows {
                 if r.category == Category::DuplicateInStatement {
@@ -629,7 +720,7 @@ impl Reconciler {
                     ),
                 });
             }
-            let ledger_closing = float.closing;
+            let ledger_closing = float.closing();
             let ledger_opening = ledger_closing - float.since_t0;
             let (statement_opening, statement_closing) =
                 match (&st.opening_balance, &st.closing_balance) {
@@ -671,6 +762,7 @@ impl Reconciler {
             let unexplained = difference - explained;
             // Plain matches are stored packed (see `packed`), every other item as a row.
             let (plain, rows) = split_plain(std::mem::take(&mut rows));
+            clock.mark("float rows");
 
             let run_no: i64 = sqlx::query_scalar(
                 "SELECT CAST(COALESCE(MAX(run_no), 0) + 1 AS BIGINT) FROM reconciliations \
@@ -715,6 +807,7 @@ impl Reconciler {
                 Err(e) => return Err(e.into()),
             };
             RunSink::insert_items(&mut *tx, id, &rows).await?;
+            clock.mark("items");
             // The plain matches, packed in chunks (the same SQL on both backends).
             for (no, chunk, first) in match_chunks(&plain) {
                 sqlx::query(
@@ -730,7 +823,9 @@ impl Reconciler {
                 .await?;
             }
             drop(plain);
+            clock.mark("matches");
             RunSink::insert_float_lines(&mut *tx, id, &float_rows).await?;
+            clock.mark("float lines");
             let exceptions: Vec<NewException> = rows
                 .iter()
                 .filter(|r| !r.settled)
@@ -758,6 +853,7 @@ impl Reconciler {
                 run_at,
             )
             .await?;
+            clock.mark("exceptions");
             let change = serde_json::json!({
                 "statement": statement_id,
                 "run_no": run_no,
@@ -802,7 +898,7 @@ impl Reconciler {
                 run_at,
             }
         });
-        clock.mark("store");
+        clock.mark("commit");
         tracing::info!(
             run = view.id,
             statement = statement_id,
@@ -1035,19 +1131,18 @@ impl Reconciler {
         &self.statements
     }
 
-    async fn read_lines(&self, statement_id: i64) -> Result<Vec<StatementLine>> {
+    async fn read_lines(&self, statement_id: i64, capacity: usize) -> Result<Vec<StatementLine>> {
         let ledger = self.statements.ledger();
         if let Some(pool) = ledger.pg_pool() {
             let sql = LINES_SQL.replace("$1", &statement_id.to_string());
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(capacity);
             let mut conn = pool.acquire().await?;
-            pgcopy::copy_rows(&mut conn, &sql, 10, |mut t| {
+            pgcopy::copy_rows(&mut conn, &sql, 9, |mut t| {
                 let row = t.i64()?.unwrap_or_default();
                 let bad = || RunError::Corrupt(format!("row {row}: a required field is NULL"));
                 out.push(statement_line(
                     row,
                     t.str()?.ok_or_else(bad)?.to_owned(),
-                    t.str()?.map(str::to_owned),
                     t.str()?.map(str::to_owned),
                     t.i64()?.ok_or_else(bad)?,
                     t.i64()?.ok_or_else(bad)?,
@@ -1065,29 +1160,83 @@ impl Reconciler {
         let Some(pool) = ledger.sqlite_pool() else {
             return Ok(Vec::new());
         };
-        let mut lines = Vec::new();
-        let query = sqlx::query_scalar(SQLITE_LINES_SQL).bind(statement_id);
-        sqlitejson::each_row(pool, query, |r: SqliteLine| {
-            let (row, transaction_id, reference, key, amount, fee, currency, status, at, bal) = r;
-            let at = sqlitejson::time(&at)
-                .ok_or_else(|| RunError::Corrupt(format!("row {row}: time")))?;
-            lines.push(statement_line(
-                row,
-                transaction_id,
-                reference,
-                key,
-                amount,
-                fee,
-                &currency,
-                &status,
-                at,
-                bal,
-            )?);
+        let mut lines = Vec::with_capacity(capacity);
+        // One snapshot for every range.
+        let mut tx = pool.begin().await?;
+        let range: (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT min(row_no), max(row_no) FROM statement_lines WHERE statement_id = $1",
+        )
+        .bind(statement_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (Some(lo), Some(hi)) = range else {
+            return Ok(lines);
+        };
+        let query = |start: i64, end: i64| {
+            sqlx::query_scalar(SQLITE_LINES_SQL)
+                .bind(statement_id)
+                .bind(start)
+                .bind(end)
+        };
+        sqlitejson::each_group_by_range(&mut tx, (lo, hi), query, |group| {
+            for r in sqlitejson::rows::<SqliteLine<'_>>(group)? {
+                let (row, transaction_id, reference, amount, fee, currency, status, at, bal) = r;
+                let at = sqlitejson::time(at)
+                    .ok_or_else(|| RunError::Corrupt(format!("row {row}: time")))?;
+                lines.push(statement_line(
+                    row,
+                    transaction_id,
+                    reference,
+                    amount,
+                    fee,
+                    currency,
+                    status,
+                    at,
+                    bal,
+                )?);
+            }
             Ok(())
         })
         .await?;
+        tx.rollback().await?;
         lines.sort_unstable_by_key(|l| l.row);
         Ok(lines)
+    }
+
+    /// The keyed phone index of statement rows `rows` (row numbers; those without one absent).
+    async fn row_keys(&self, statement_id: i64, rows: &[i64]) -> Result<HashMap<usize, String>> {
+        if rows.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ledger = self.statements.ledger();
+        let found: Vec<(i64, Option<String>)> = match ledger.pool() {
+            cva_ledger::store::PoolRef::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT row_no, msisdn_index FROM statement_lines \
+                     WHERE statement_id = $1 AND row_no = ANY($2)",
+                )
+                .bind(statement_id)
+                .bind(rows)
+                .fetch_all(pool)
+                .await?
+            }
+            cva_ledger::store::PoolRef::Sqlite(pool) => {
+                let list = serde_json::to_string(rows)
+                    .map_err(|e| RunError::Corrupt(format!("row numbers: {e}")))?;
+                sqlx::query_as(
+                    "SELECT row_no, msisdn_index FROM statement_lines \
+                     WHERE statement_id = $1 AND row_no IN (SELECT value FROM json_each($2))",
+                )
+                .bind(statement_id)
+                .bind(list)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        Ok(found
+            .into_iter()
+            .filter_map(|(row, key)| Some((usize::try_from(row).ok()?, key?)))
+            .collect())
     }
 
     /// The households' keyed phone index of payment lines `ids` (those without one absent).
@@ -1129,9 +1278,11 @@ impl Reconciler {
         &self,
         provider: &str,
         since: DateTime<Utc>,
+        capacity: usize,
     ) -> Result<(Vec<Payment>, Vec<LineInfo>)> {
         let ledger = self.statements.ledger();
-        let mut read: Vec<(Payment, LineInfo)> = Vec::new();
+        let mut read: (Vec<Payment>, Vec<LineInfo>) =
+            (Vec::with_capacity(capacity), Vec::with_capacity(capacity));
         if let Some(pool) = ledger.pg_pool() {
             // Unsorted (a million-row sort spills to disk at the default work_mem; matching
             // does not depend on the order). COPY takes no parameters: the provider as a
@@ -1160,38 +1311,58 @@ impl Reconciler {
                     t.time()?.ok_or_else(bad)?,
                     t.i64()?.ok_or_else(bad)?,
                 )?;
-                read.push((p, i));
+                read.0.push(p);
+                read.1.push(i);
                 Ok(())
             })
             .await?;
-            return Ok(sorted_by_line(read));
+            sort_by_line(&mut read.0, &mut read.1);
+            return Ok(read);
         }
         let Some(pool) = ledger.sqlite_pool() else {
             return Ok((Vec::new(), Vec::new()));
         };
-        let query = sqlx::query_scalar(SQLITE_PAYMENTS_SQL)
-            .bind(provider)
-            .bind(since);
-        sqlitejson::each_row(pool, query, |r: SqlitePayment| {
-            let (id, tx, amount, fee, currency, status, code, at, batch) = r;
-            let at = sqlitejson::time(&at)
-                .ok_or_else(|| RunError::Corrupt(format!("line {id}: time")))?;
-            let (p, i) = payment(
-                id,
-                tx,
-                amount,
-                fee,
-                currency,
-                &status,
-                code.as_deref(),
-                at,
-                batch,
-            )?;
-            read.push((p, i));
+        // One snapshot for every range.
+        let mut tx = pool.begin().await?;
+        let range: (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT min(id), max(id) FROM batch_lines")
+                .fetch_one(&mut *tx)
+                .await?;
+        let (Some(lo), Some(hi)) = range else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let query = |start: i64, end: i64| {
+            sqlx::query_scalar(SQLITE_PAYMENTS_SQL)
+                .bind(provider)
+                .bind(since)
+                .bind(start)
+                .bind(end)
+        };
+        sqlitejson::each_group_by_range(&mut tx, (lo, hi), query, |group| {
+            for r in sqlitejson::rows::<SqlitePayment<'_>>(group)? {
+                let (id, tx, amount, fee, currency, status, code, at, batch) = r;
+                let at = sqlitejson::time(at)
+                    .ok_or_else(|| RunError::Corrupt(format!("line {id}: time")))?;
+                let (p, i) = payment(
+                    id,
+                    tx,
+                    amount,
+                    fee,
+                    currency.to_owned(),
+                    status,
+                    code.as_deref(),
+                    at,
+                    batch,
+                )?;
+                read.0.push(p);
+                read.1.push(i);
+            }
             Ok(())
         })
         .await?;
-        Ok(sorted_by_line(read))
+        tx.rollback().await?;
+        sort_by_line(&mut read.0, &mut read.1);
+        Ok(read)
     }
 }
 
@@ -1247,17 +1418,14 @@ fn parse_rows(s: &str) -> Option<Vec<u64>> {
 /// An item as stored: the statement's side of its float effect, and for a line the run
 /// settled, the category and detail after the posting.
 fn settled_item(item: Item, action: Option<Action>, find: &Found<'_>) -> Row {
-    let row_lines: Vec<&StatementLine> = item
-        .statement_rows
-        .iter()
-        .filter_map(|&r| find.line(r))
-        .collect();
+    // Not collected: a million small vectors for items of one row.
+    let rows = &item.statement_rows;
+    let row_lines = || rows.iter().filter_map(|&r| find.line(r));
     let payment = item.payment.and_then(|l| find.payment(l)).map(|(p, _)| p);
     let currency = payment.map(|p| p.currency.as_str());
-    let effect: i64 = -row_lines
-        .iter()
+    let effect: i64 = -row_lines()
         .filter(|l| currency.is_none_or(|c| l.currency.code() == c))
-        .map(|l| movement(l))
+        .map(movement)
         .sum::<i64>();
     let mut category = item.category;
     let mut detail = item.detail;
@@ -1265,7 +1433,7 @@ fn settled_item(item: Item, action: Option<Action>, find: &Found<'_>) -> Row {
         match a {
             Action::Confirmed | Action::Failed => {
                 let fee_differs = a == Action::Confirmed
-                    && row_lines.iter().any(|l| {
+                    && row_lines().any(|l| {
                         l.status == StatementStatus::Completed && l.fee_minor != p.fee_minor
                     });
                 category = if fee_differs {
@@ -1356,7 +1524,8 @@ fn summary_of(rows: &[Row], before: &Summary) -> Summary {
 
 /// The statement's lines (`$1`: the statement), in no particular order: a million-row sort
 /// spills to disk at PostgreSQL's default `work_mem`, and sorting in memory here is cheaper.
-const LINES_SQL: &str = "SELECT row_no, transaction_id, reference, msisdn_index, amount, fee, \
+/// Without `msisdn_index`: only the rows [`needs_row_msisdn`] names need it (`row_keys`).
+const LINES_SQL: &str = "SELECT row_no, transaction_id, reference, amount, fee, \
     currency, status, at, balance_after FROM statement_lines WHERE statement_id = $1";
 
 /// The provider's payment lines (`$1`: provider, `$2`: since; see the module docs). Typed
@@ -1371,12 +1540,14 @@ const PAYMENTS_SQL: &str = "SELECT l.id, l.provider_transaction_id, l.amount, \
     AND (l.status IN ('in_flight', 'unknown') \
          OR COALESCE(l.resolved_at, a.updated_at, b.status_changed_at) >= $2)";
 
-/// [`LINES_SQL`] for SQLite, packed in JSON groups (see `sqlitejson`; any order).
+/// [`LINES_SQL`] for SQLite, rows `$2 ≤ row_no < $3` packed in one JSON group (see
+/// `sqlitejson`; any order).
 const SQLITE_LINES_SQL: &str = "SELECT json_group_array(json_array(row_no, transaction_id, \
-    reference, msisdn_index, amount, fee, currency, status, at, balance_after)) \
-    FROM statement_lines WHERE statement_id = $1 GROUP BY id / 4096";
+    reference, amount, fee, currency, status, at, balance_after)) \
+    FROM statement_lines WHERE statement_id = $1 AND row_no >= $2 AND row_no < $3";
 
-/// [`PAYMENTS_SQL`] for SQLite, packed in JSON groups (see `sqlitejson`; any order).
+/// [`PAYMENTS_SQL`] for SQLite, lines `$3 ≤ id < $4` packed in one JSON group (see
+/// `sqlitejson`; any order).
 const SQLITE_PAYMENTS_SQL: &str = "SELECT json_group_array(json_array(l.id, \
     l.provider_transaction_id, l.amount, l.fee, b.currency, l.status, \
     l.failure_code, COALESCE(l.resolved_at, a.updated_at, b.status_changed_at), b.id)) \
@@ -1386,30 +1557,32 @@ const SQLITE_PAYMENTS_SQL: &str = "SELECT json_group_array(json_array(l.id, \
     AND l.status IN ('in_flight', 'completed', 'failed', 'unknown') \
     AND (l.status IN ('in_flight', 'unknown') \
          OR COALESCE(l.resolved_at, a.updated_at, b.status_changed_at) >= $2) \
-    GROUP BY l.id / 4096";
+    AND l.id >= $3 AND l.id < $4";
 
-type SqliteLine = (
+/// A statement line as [`SQLITE_LINES_SQL`] gives it. Borrowed: the values import checked
+/// (currency, status, time: never escaped in JSON); owned: what the provider wrote.
+type SqliteLine<'a> = (
     i64,
     String,
     Option<String>,
-    Option<String>,
     i64,
     i64,
-    String,
-    String,
-    String,
+    &'a str,
+    &'a str,
+    &'a str,
     Option<i64>,
 );
 
-type SqlitePayment = (
+/// A payment as [`SQLITE_PAYMENTS_SQL`] gives it (borrowed: status and time, ours).
+type SqlitePayment<'a> = (
     i64,
     Option<String>,
     i64,
     i64,
-    String,
-    String,
+    &'a str,
+    &'a str,
     Option<String>,
-    String,
+    &'a str,
     i64,
 );
 
@@ -1418,7 +1591,6 @@ fn statement_line(
     row: i64,
     transaction_id: String,
     reference: Option<String>,
-    key: Option<String>,
     amount: i64,
     fee: i64,
     currency: &str,
@@ -1434,7 +1606,8 @@ fn statement_line(
         row: usize::try_from(row).map_err(|_| RunError::Corrupt(format!("row {row}")))?,
         transaction_id,
         reference,
-        msisdn: key,
+        // Read afterwards, only for the rows that may need it (`row_keys`).
+        msisdn: None,
         amount_minor: amount,
         fee_minor: fee,
         currency: Currency::parse(currency)
@@ -1445,10 +1618,33 @@ fn statement_line(
     })
 }
 
-/// Payments by line id, and what the run needs of each in the same order.
-fn sorted_by_line(mut read: Vec<(Payment, LineInfo)>) -> (Vec<Payment>, Vec<LineInfo>) {
-    read.sort_unstable_by_key(|(p, _)| p.line);
-    read.into_iter().unzip()
+/// Payments sorted by line id, and what the run needs of each in the same order, in place:
+/// nothing to do when they came in order (SQLite reads by line id; PostgreSQL's heap is in
+/// insertion order until lines are updated), otherwise one permutation applied to both by
+/// following its cycles (no second copy of a million payments).
+fn sort_by_line(payments: &mut [Payment], info: &mut [LineInfo]) {
+    if payments.windows(2).all(|w| w[0].line <= w[1].line) {
+        return;
+    }
+    let mut order: Vec<usize> = (0..payments.len()).collect();
+    order.sort_unstable_by_key(|&i| payments[i].line);
+    // Position j receives the element at order[j]; a done position is marked usize::MAX.
+    for start in 0..order.len() {
+        if order[start] == usize::MAX {
+            continue;
+        }
+        let mut j = start;
+        loop {
+            let k = order[j];
+            order[j] = usize::MAX;
+            if k == start {
+                break;
+            }
+            payments.swap(j, k);
+            info.swap(j, k);
+            j = k;
+        }
+    }
 }
 
 /// A payment line as matching sees it, and what the run needs besides.
@@ -1511,7 +1707,9 @@ struct PaidLine {
 
 /// The ledger side of the float reconciliation.
 struct FloatInputs {
-    closing: i64,
+    /// The account's debit and credit totals (its balance: debits − credits).
+    debits: i64,
+    credits: i64,
     since_t0: i64,
     /// Float movements since `t0` of payment entries, per line (summed).
     by_line: HashMap<i64, PaidLine>,
@@ -1531,12 +1729,13 @@ impl FloatInputs {
         account: &'a str,
         t0: Option<DateTime<Utc>>,
     ) -> BoxFuture<'a, Result<FloatInputs>> {
-        conn.read_float(account, t0)
+        conn.read_float(account, t0, None, 0)
     }
 
-    fn new(closing: i64) -> FloatInputs {
+    fn new((debits, credits): (i64, i64)) -> FloatInputs {
         FloatInputs {
-            closing,
+            debits,
+            credits,
             since_t0: 0,
             by_line: HashMap::new(),
             other: Vec::new(),
@@ -1575,6 +1774,81 @@ impl FloatInputs {
             amount,
         });
     }
+
+    fn closing(&self) -> i64 {
+        self.debits - self.credits
+    }
+
+    /// This snapshot brought up to date with `delta`: the float movements of the entries
+    /// written since it was taken, as far as the caller knows them, and the account's totals
+    /// now. `None` when the totals say something else moved the float meanwhile: every
+    /// journal amount is positive, so a movement missing from `delta` (or one counted twice)
+    /// changes the debit or the credit total it is checked against.
+    fn with_delta(mut self, delta: Delta, t0: Option<DateTime<Utc>>) -> Option<FloatInputs> {
+        let debits: i64 = delta.rows.iter().map(|r| r.amount.max(0)).sum();
+        let credits: i64 = delta.rows.iter().map(|r| (-r.amount).max(0)).sum();
+        if (self.debits + debits, self.credits + credits) != delta.totals {
+            return None;
+        }
+        (self.debits, self.credits) = delta.totals;
+        if t0.is_some() {
+            for r in delta.rows.into_iter().filter(|r| r.since_t0) {
+                if r.key.starts_with("pay:") {
+                    self.paid(r.entry_id, &r.key, r.amount);
+                } else {
+                    self.other(r.entry_id, r.description, r.amount);
+                }
+            }
+        }
+        Some(self)
+    }
+}
+
+/// The float movements of named entries (signed: debit +), and the account's totals now.
+struct Delta {
+    totals: (i64, i64),
+    rows: Vec<DeltaRow>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DeltaRow {
+    entry_id: uuid::Uuid,
+    key: String,
+    description: String,
+    amount: i64,
+    since_t0: bool,
+}
+
+/// The float as of a snapshot taken before the run posts anything, read while the run
+/// matches: a million movements need not be read again after the postings, only what the
+/// run itself wrote (see [`FloatInputs::with_delta`]). `ready` is told once the snapshot is
+/// taken (the run must not post before).
+async fn float_snapshot(
+    ledger: cva_ledger::Ledger,
+    account: String,
+    t0: Option<DateTime<Utc>>,
+    ready: tokio::sync::oneshot::Sender<()>,
+    expect: usize,
+) -> Result<FloatInputs> {
+    match ledger.pool() {
+        cva_ledger::store::PoolRef::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            // One snapshot for the totals and the movements, taken at the first query.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+            let out = tx.read_float(&account, t0, Some(ready), expect).await?;
+            tx.rollback().await?;
+            Ok(out)
+        }
+        cva_ledger::store::PoolRef::Sqlite(pool) => {
+            // A deferred transaction reads one snapshot of the WAL from its first query on.
+            let mut tx = pool.begin().await?;
+            let out = tx.read_float(&account, t0, Some(ready), expect).await?;
+            tx.rollback().await?;
+            Ok(out)
+        }
+    }
 }
 
 /// Float movements since `$2` (signed: debit +), of payment entries (`pay:…`, the bulk: no
@@ -1584,12 +1858,31 @@ const PAID_SQL: &str = "SELECT e.id, e.idempotency_key, \
     CASE WHEN jl.side = 'D' THEN jl.amount ELSE -jl.amount END FROM journal_lines jl \
     JOIN journal_entries e ON e.id = jl.entry_id \
     WHERE jl.account_id = $1 AND jl.recorded_at >= $2 AND e.idempotency_key LIKE 'pay:%'";
-/// [`PAID_SQL`] for SQLite, packed in JSON groups (see `sqlitejson`), the entry id in hex.
+/// [`PAID_SQL`] for SQLite: the next [`sqlitejson::RANGE`] float lines after `($2, $3)` in
+/// `(recorded_at, rowid)` order, packed in one JSON group (see `sqlitejson`), the entry id in
+/// hex, each with its `(recorded_at, rowid)` (the next cursor) and whether it is a payment
+/// entry's (the backend's own `LIKE`, as [`OTHER_SQL`] uses). The index on `(account_id,
+/// recorded_at)` holds the rowid last, but a row-value `>` seeks on `recorded_at` only and
+/// then filters: the thousands of lines one posting writes share a `recorded_at`, and each
+/// range would rescan them. Hence two seeks: the rest of the cursor's `recorded_at`, then
+/// what comes after it.
 const SQLITE_PAID_SQL: &str = "SELECT json_group_array(json_array(hex(e.id), \
-    e.idempotency_key, CASE WHEN jl.side = 'D' THEN jl.amount ELSE -jl.amount END)) \
-    FROM journal_lines jl JOIN journal_entries e ON e.id = jl.entry_id \
-    WHERE jl.account_id = $1 AND jl.recorded_at >= $2 AND e.idempotency_key LIKE 'pay:%' \
-    GROUP BY jl.rowid / 4096";
+    e.idempotency_key, CASE WHEN j.side = 'D' THEN j.amount ELSE -j.amount END, \
+    j.recorded_at, j.rid, e.idempotency_key LIKE 'pay:%')) FROM (\
+    SELECT rid, entry_id, side, amount, recorded_at FROM (\
+      SELECT * FROM (SELECT rowid AS rid, entry_id, side, amount, recorded_at \
+        FROM journal_lines WHERE account_id = $1 AND recorded_at = $2 AND rowid > $3 \
+        ORDER BY rowid LIMIT 4096) \
+      UNION ALL \
+      SELECT * FROM (SELECT rowid AS rid, entry_id, side, amount, recorded_at \
+        FROM journal_lines WHERE account_id = $1 AND recorded_at > $2 \
+        ORDER BY recorded_at, rowid LIMIT 4096)) \
+    ORDER BY recorded_at, rid LIMIT 4096) j \
+    JOIN journal_entries e ON e.id = j.entry_id";
+/// A row of [`SQLITE_PAID_SQL`]: entry id (hex), key, signed amount, recorded at, rowid,
+/// whether a payment entry's (1) or not (0).
+type SqliteFloatLine = (String, String, i64, i64, i64, i64);
+
 const OTHER_SQL: &str = "SELECT e.id, e.description, \
     CASE WHEN jl.side = 'D' THEN jl.amount ELSE -jl.amount END FROM journal_lines jl \
     JOIN journal_entries e ON e.id = jl.entry_id \
@@ -1599,13 +1892,37 @@ const OTHER_SQL: &str = "SELECT e.id, e.description, \
 const FLOAT_ACCOUNT_SQL: &str =
     "SELECT id, debit_total, credit_total FROM accounts WHERE code = $1";
 
-/// Reads the float account inside the run's transaction, on each backend.
+/// The float movements of the entries with the keys listed in `$2` (`{keys}`: how the
+/// backend reads a list), see [`FloatReader::read_delta`]. From the keys to their entries to
+/// their lines: `+jl.account_id` keeps SQLite (no statistics) from walking the float's million
+/// lines by the account index instead and looking each one's entry up.
+const DELTA_SQL: &str = "SELECT e.id AS entry_id, e.idempotency_key AS key, e.description, \
+    CASE WHEN jl.side = 'D' THEN jl.amount ELSE -jl.amount END AS amount, \
+    jl.recorded_at >= $3 AS since_t0 FROM journal_entries e \
+    JOIN journal_lines jl ON jl.entry_id = e.id \
+    WHERE e.idempotency_key {keys} AND +jl.account_id = $1";
+
+/// Reads the float account, on each backend.
 trait FloatReader: Send {
+    /// Totals and movements since `t0`; `ready` is told once the totals are read (in a
+    /// snapshot transaction, the snapshot is then taken); `expect`: about how many payment
+    /// lines moved the float (the table is sized for them at once).
     fn read_float<'a>(
         &'a mut self,
         account: &'a str,
         t0: Option<DateTime<Utc>>,
+        ready: Option<tokio::sync::oneshot::Sender<()>>,
+        expect: usize,
     ) -> BoxFuture<'a, Result<FloatInputs>>;
+
+    /// The account's totals now and the movements of the entries with idempotency keys
+    /// `keys` (`since_t0`: recorded at or after `t0`).
+    fn read_delta<'a>(
+        &'a mut self,
+        account: &'a str,
+        keys: &'a [String],
+        t0: Option<DateTime<Utc>>,
+    ) -> BoxFuture<'a, Result<Delta>>;
 }
 
 impl FloatReader for sqlx::PgConnection {
@@ -1613,16 +1930,23 @@ impl FloatReader for sqlx::PgConnection {
         &'a mut self,
         account: &'a str,
         t0: Option<DateTime<Utc>>,
+        ready: Option<tokio::sync::oneshot::Sender<()>>,
+        expect: usize,
     ) -> BoxFuture<'a, Result<FloatInputs>> {
         Box::pin(async move {
             let acc: Option<(i64, i64, i64)> = sqlx::query_as(FLOAT_ACCOUNT_SQL)
                 .bind(account)
                 .fetch_optional(&mut *self)
                 .await?;
+            if let Some(ready) = ready {
+                // The receiver may have stopped waiting; nothing to do then.
+                let _ = ready.send(());
+            }
             let Some((id, debits, credits)) = acc else {
-                return Ok(FloatInputs::new(0));
+                return Ok(FloatInputs::new((0, 0)));
             };
-            let mut out = FloatInputs::new(debits - credits);
+            let mut out = FloatInputs::new((debits, credits));
+            out.by_line.reserve(expect);
             let Some(t0) = t0 else { return Ok(out) };
             // The bulk (a movement per payment) by binary COPY, which takes no parameters. Its
             // join of a million lines with their entries spills to disk at the default 4 MB
@@ -1656,6 +1980,39 @@ impl FloatReader for sqlx::PgConnection {
             Ok(out)
         })
     }
+    fn read_delta<'a>(
+        &'a mut self,
+        account: &'a str,
+        keys: &'a [String],
+        t0: Option<DateTime<Utc>>,
+    ) -> BoxFuture<'a, Result<Delta>> {
+        Box::pin(async move {
+            let acc: Option<(i64, i64, i64)> = sqlx::query_as(FLOAT_ACCOUNT_SQL)
+                .bind(account)
+                .fetch_optional(&mut *self)
+                .await?;
+            let Some((id, debits, credits)) = acc else {
+                return Ok(Delta {
+                    totals: (0, 0),
+                    rows: Vec::new(),
+                });
+            };
+            let rows = if keys.is_empty() {
+                Vec::new()
+            } else {
+                sqlx::query_as(&DELTA_SQL.replace("{keys}", "= ANY($2)"))
+                    .bind(id)
+                    .bind(keys)
+                    .bind(t0.unwrap_or(DateTime::UNIX_EPOCH))
+                    .fetch_all(&mut *self)
+                    .await?
+            };
+            Ok(Delta {
+                totals: (debits, credits),
+                rows,
+            })
+        })
+    }
 }
 
 impl FloatReader for sqlx::SqliteConnection {
@@ -1663,29 +2020,48 @@ impl FloatReader for sqlx::SqliteConnection {
         &'a mut self,
         account: &'a str,
         t0: Option<DateTime<Utc>>,
+        ready: Option<tokio::sync::oneshot::Sender<()>>,
+        expect: usize,
     ) -> BoxFuture<'a, Result<FloatInputs>> {
         Box::pin(async move {
             let acc: Option<(i64, i64, i64)> = sqlx::query_as(FLOAT_ACCOUNT_SQL)
                 .bind(account)
                 .fetch_optional(&mut *self)
                 .await?;
+            if let Some(ready) = ready {
+                let _ = ready.send(());
+            }
             let Some((id, debits, credits)) = acc else {
-                return Ok(FloatInputs::new(0));
+                return Ok(FloatInputs::new((0, 0)));
             };
-            let mut out = FloatInputs::new(debits - credits);
+            let mut out = FloatInputs::new((debits, credits));
+            out.by_line.reserve(expect);
             if let Some(t0) = t0.map(|t| t.timestamp_micros()) {
-                let query = sqlx::query_scalar(SQLITE_PAID_SQL).bind(id).bind(t0);
-                sqlitejson::each_row(
-                    &mut *self,
-                    query,
-                    |(entry, key, amount): (String, String, i64)| {
-                        let entry = uuid::Uuid::parse_str(&entry)
-                            .map_err(|_| RunError::Corrupt(format!("ledger entry id {entry}")))?;
-                        out.paid(entry, &key, amount);
+                // From just before t0 (`recorded_at > t0 − 1`), range after range.
+                let mut cursor = (t0.saturating_sub(1), i64::MAX);
+                loop {
+                    let query = sqlx::query_scalar(SQLITE_PAID_SQL)
+                        .bind(id)
+                        .bind(cursor.0)
+                        .bind(cursor.1);
+                    let mut seen = 0;
+                    sqlitejson::each_row(&mut *self, query, |row: SqliteFloatLine| {
+                        let (entry, key, amount, at, rowid, paid) = row;
+                        seen += 1;
+                        cursor = cursor.max((at, rowid));
+                        if paid != 0 {
+                            let entry = uuid::Uuid::parse_str(&entry).map_err(|_| {
+                                RunError::Corrupt(format!("ledger entry id {entry}"))
+                            })?;
+                            out.paid(entry, &key, amount);
+                        }
                         Ok(())
-                    },
-                )
-                .await?;
+                    })
+                    .await?;
+                    if seen < sqlitejson::RANGE {
+                        break;
+                    }
+                }
                 let rows: Vec<(uuid::Uuid, String, i64)> = sqlx::query_as(OTHER_SQL)
                     .bind(id)
                     .bind(t0)
@@ -1696,6 +2072,41 @@ impl FloatReader for sqlx::SqliteConnection {
                 }
             }
             Ok(out)
+        })
+    }
+    fn read_delta<'a>(
+        &'a mut self,
+        account: &'a str,
+        keys: &'a [String],
+        t0: Option<DateTime<Utc>>,
+    ) -> BoxFuture<'a, Result<Delta>> {
+        Box::pin(async move {
+            let acc: Option<(i64, i64, i64)> = sqlx::query_as(FLOAT_ACCOUNT_SQL)
+                .bind(account)
+                .fetch_optional(&mut *self)
+                .await?;
+            let Some((id, debits, credits)) = acc else {
+                return Ok(Delta {
+                    totals: (0, 0),
+                    rows: Vec::new(),
+                });
+            };
+            let rows = if keys.is_empty() {
+                Vec::new()
+            } else {
+                let list = serde_json::to_string(keys)
+                    .map_err(|e| RunError::Corrupt(format!("entry keys: {e}")))?;
+                sqlx::query_as(&DELTA_SQL.replace("{keys}", "IN (SELECT value FROM json_each($2))"))
+                    .bind(id)
+                    .bind(list)
+                    .bind(t0.map_or(0, |t| t.timestamp_micros()))
+                    .fetch_all(&mut *self)
+                    .await?
+            };
+            Ok(Delta {
+                totals: (debits, credits),
+                rows,
+            })
         })
     }
 }
@@ -2007,6 +2418,127 @@ mod tests {
         assert_eq!(pay_line("pay:7:reversal"), Some(7));
         assert_eq!(pay_line("fund:MOMO:1"), None);
         assert_eq!(pay_line("pay:x:confirm"), None);
+    }
+
+    fn delta_row(entry: u128, key: &str, amount: i64, since_t0: bool) -> DeltaRow {
+        DeltaRow {
+            entry_id: uuid::Uuid::from_u128(entry),
+            key: key.into(),
+            description: format!("entry {entry}"),
+            amount,
+            since_t0,
+        }
+    }
+
+    /// A snapshot of a float with 10,000 of debits and 3,000 of credits, one payment line
+    /// (7, paid 1,000) and one other movement since t0.
+    fn snapshot() -> FloatInputs {
+        let mut f = FloatInputs::new((10_000, 3_000));
+        f.paid(uuid::Uuid::from_u128(1), "pay:7:confirm", -1_000);
+        f.other(uuid::Uuid::from_u128(2), "top-up".into(), 5_000);
+        f
+    }
+
+    #[test]
+    fn a_snapshot_brought_up_to_date_adds_exactly_the_delta() {
+        let t0 = Some(Utc::now());
+        let delta = Delta {
+            totals: (10_000 + 400, 3_000 + 1_500),
+            rows: vec![
+                delta_row(3, "pay:7:reversal", 400, true),
+                delta_row(4, "pay:8:confirm", -1_200, true),
+                // Counted in the totals, not a movement since t0.
+                delta_row(5, "adjust:1", -300, false),
+            ],
+        };
+        let f = snapshot().with_delta(delta, t0).expect("totals agree");
+        assert_eq!(f.closing(), 10_400 - 4_500);
+        assert_eq!(f.since_t0, -1_000 + 5_000 + 400 - 1_200);
+        let seven = &f.by_line[&7];
+        assert_eq!((seven.amount, seven.entries), (-600, 2));
+        assert_eq!(seven.first_entry, uuid::Uuid::from_u128(1));
+        assert_eq!(f.by_line[&8].amount, -1_200);
+        assert_eq!(f.other.len(), 1);
+    }
+
+    #[test]
+    fn a_movement_the_delta_lacks_or_repeats_refuses_the_snapshot() {
+        let t0 = Some(Utc::now());
+        // Someone else paid 1,200 out meanwhile: the credits say more than the delta.
+        let missed = Delta {
+            totals: (10_400, 3_000 + 1_200),
+            rows: vec![delta_row(3, "pay:7:reversal", 400, true)],
+        };
+        assert!(snapshot().with_delta(missed, t0).is_none());
+        // A movement the snapshot holds listed again: the totals say less.
+        let repeated = Delta {
+            totals: (10_000, 3_000),
+            rows: vec![delta_row(1, "pay:7:confirm", -1_000, true)],
+        };
+        assert!(snapshot().with_delta(repeated, t0).is_none());
+        // A debit and a credit of the same size missed together still show, side by side.
+        let cancelling = Delta {
+            totals: (10_000 + 500, 3_000 + 500),
+            rows: Vec::new(),
+        };
+        assert!(snapshot().with_delta(cancelling, t0).is_none());
+        // Nothing moved: the snapshot stands as it is.
+        let none = Delta {
+            totals: (10_000, 3_000),
+            rows: Vec::new(),
+        };
+        let f = snapshot().with_delta(none, t0).expect("nothing moved");
+        assert_eq!((f.closing(), f.since_t0), (7_000, 4_000));
+    }
+
+    #[test]
+    fn payments_and_their_info_are_sorted_together() {
+        let at = Utc::now();
+        let lines: Vec<i64> = vec![5, 3, 9, 1, 4, 8, 2, 7, 6, 3];
+        let mut payments: Vec<Payment> = Vec::new();
+        let mut info: Vec<LineInfo> = Vec::new();
+        for (i, &line) in lines.iter().enumerate() {
+            let (p, li) = payment(
+                line,
+                None,
+                100,
+                0,
+                "XOF".into(),
+                "completed",
+                None,
+                at,
+                line * 10,
+            )
+            .expect("a payment");
+            payments.push(p);
+            info.push(LineInfo {
+                reversed: i % 2 == 0,
+                ..li
+            });
+        }
+        let before: Vec<(i64, i64, bool)> = payments
+            .iter()
+            .zip(&info)
+            .map(|(p, i)| (p.line, i.batch, i.reversed))
+            .collect();
+        sort_by_line(&mut payments, &mut info);
+        let mut want = before.clone();
+        want.sort_by_key(|t| t.0);
+        let got: Vec<(i64, i64, bool)> = payments
+            .iter()
+            .zip(&info)
+            .map(|(p, i)| (p.line, i.batch, i.reversed))
+            .collect();
+        // Same multiset, by line, each payment still with its own info.
+        assert_eq!(
+            got.iter().map(|t| t.0).collect::<Vec<_>>(),
+            want.iter().map(|t| t.0).collect::<Vec<_>>()
+        );
+        let mut g = got.clone();
+        g.sort();
+        let mut b = before;
+        b.sort();
+        assert_eq!(g, b);
     }
 
     #[test]

@@ -592,6 +592,42 @@ async fn resolving_needs_a_note_and_is_final_in_the_code_and_the_database() {
         let err = f.db.raw(&[&sql]).await.unwrap_err();
         assert!(err.contains("cva:"), "{sql}: {err}");
     }
+    // Nor does its id: its events, adjustments and the audit trail name it.
+    let other_id = if f.db.ledger.pg_pool().is_some() {
+        "DEFAULT"
+    } else {
+        "id + 1000"
+    };
+    let sql = format!("UPDATE exceptions SET id = {other_id} WHERE id = {id}");
+    let err = f.db.raw(&[&sql]).await.unwrap_err();
+    assert!(err.contains("identity never changes"), "{sql}: {err}");
+    // Rows naming an exception, a run or a statement that does not exist are refused (a
+    // foreign key on SQLite, a check per statement on PostgreSQL).
+    let events = count(&f.db, "exception_events").await;
+    let exceptions = count(&f.db, "exceptions").await;
+    for sql in [
+        "INSERT INTO exception_events (exception_id, action, actor, note, at) \
+         VALUES (999999, 'commented', 'amina', NULL, '2024-03-01T00:00:00Z')"
+            .to_owned(),
+        format!(
+            "INSERT INTO exceptions (statement_id, key, first_run, last_run, category, line_id, \
+             statement_rows, currency, amount, detail, created_at) SELECT statement_id, 'stray', \
+             first_run, 999999, category, line_id, statement_rows, currency, amount, detail, \
+             created_at FROM exceptions WHERE id = {id}"
+        ),
+        format!(
+            "UPDATE exceptions SET last_run = 999999 WHERE id = {other}",
+            other = f.ids[1]
+        ),
+    ] {
+        let err = f.db.raw(&[&sql]).await.unwrap_err();
+        assert!(
+            err.contains("names no row") || err.contains("FOREIGN KEY"),
+            "{sql}: {err}"
+        );
+    }
+    assert_eq!(count(&f.db, "exception_events").await, events);
+    assert_eq!(count(&f.db, "exceptions").await, exceptions);
     assert_eq!(f.queue.exception(id).await.unwrap(), resolved);
 
     // Refused while an adjustment awaits approval.

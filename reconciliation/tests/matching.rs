@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cva_ledger::money::Currency;
-use cva_reconciliation::matching::{needs_payee_key, normalize_msisdn};
+use cva_reconciliation::matching::{needs_payee_key, needs_row_msisdn, normalize_msisdn};
 use cva_reconciliation::{
     reconcile, reconcile_with, Category, Item, MatchOptions, Payment, PaymentStatus,
     Reconciliation, Rule, StatementLine, StatementStatus,
@@ -677,6 +677,24 @@ proptest! {
         }
         prop_assert_eq!(
             reconcile(&stripped, &statement, &opts),
+            reconcile(&payments, &statement, &opts)
+        );
+    }
+
+    #[test]
+    fn only_the_rows_needs_row_msisdn_names_are_ever_read(
+        (payments, statement) in arb_input()
+    ) {
+        let opts = MatchOptions::default();
+        let needed: HashSet<usize> = needs_row_msisdn(&payments, &statement).into_iter().collect();
+        let mut stripped = statement.clone();
+        for (i, s) in stripped.iter_mut().enumerate() {
+            if !needed.contains(&i) {
+                s.msisdn = None;
+            }
+        }
+        prop_assert_eq!(
+            reconcile(&payments, &stripped, &opts),
             reconcile(&payments, &statement, &opts)
         );
     }
