@@ -532,6 +532,71 @@ async fn each_rule_and_category_on_a_hand_made_statement() {
 }
 
 /// Runs are evidence: the database refuses to change or delete them.
+/// Money moved on the float by someone else while a run reads and posts (top-ups, one after
+/// the other until the run ends) is in the run's float figures all the same: the float read
+/// before the postings is used only when the account's totals say nothing but the run's own
+/// entries moved it since, and read again otherwise. Without that check a top-up landing
+/// between the two reads would be in the ledger's closing balance and in no float line.
+#[tokio::test]
+async fn float_movements_during_the_run_are_explained() {
+    let phones: Vec<String> = (0..6).map(|n| phone(n, None)).collect();
+    let (_db, reg) = setup(&phones).await;
+    let s = sim(1_000_000, 100).await;
+    let b = batches(&reg, config(&s.base_url, 100, None), 1_000_000).await;
+    let batch = released(&b, 100).await;
+    b.send(batch.id, &options(3000), &ctx("cy")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let statement = import(&reg, &s.statement_csv()).await;
+    let r = Reconciler::new(b.clone());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let topups = tokio::spawn({
+        let (b, stop) = (b.clone(), stop.clone());
+        async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                b.fund_float(
+                    "orange-money",
+                    "1",
+                    "assets:bank",
+                    &format!("DURING-RUN-{n}"),
+                    &ctx("finance"),
+                )
+                .await
+                .unwrap();
+                n += 1;
+            }
+            n
+        }
+    });
+    // Let the top-ups start before the run does.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let run = r
+        .run(statement, RunOptions::default(), &ctx("fo"))
+        .await
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n = topups.await.unwrap();
+    assert!(n > 1, "top-ups ran alongside the run ({n})");
+
+    let f = &run.float;
+    assert_eq!(f.unexplained, 0, "{f:?}");
+    // Every top-up came after the statement's start: the float before it is what was funded.
+    // (A movement missing from the run's read would shift this and pass for an opening
+    // difference.)
+    assert_eq!(f.ledger_opening, 1_000_000, "{f:?}");
+    let lines = r.float_lines(run.id).await.unwrap();
+    let topped: i64 = lines
+        .iter()
+        .filter(|l| l.kind == "ledger_only")
+        .map(|l| l.amount)
+        .sum();
+    // Each top-up the run saw is one ledger-only line of 1; they are all the difference.
+    assert!(topped >= 1, "{lines:?}");
+    assert_eq!(f.difference, topped, "{f:?}");
+    assert_books_sound(reg.ledger()).await;
+}
+
 #[tokio::test]
 async fn runs_and_items_are_append_only() {
     let phones: Vec<String> = (0..2).map(|n| phone(n, None)).collect();
