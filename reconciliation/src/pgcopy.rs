@@ -138,6 +138,13 @@ impl Decoder {
         chunk: &[u8],
         each: &mut impl FnMut(Tuple<'_>) -> Result<(), RunError>,
     ) -> Result<(), RunError> {
+        if self.state == State::Tuples && self.buf.is_empty() {
+            // The usual case (the server sends a tuple per message): decoded where it lies,
+            // only an incomplete end kept.
+            let used = tuples(&mut self.state, self.columns, chunk, each)?;
+            self.buf.extend_from_slice(&chunk[used..]);
+            return Ok(());
+        }
         self.buf.extend_from_slice(chunk);
         if self.state == State::Header {
             // Signature, flags (4), header extension length (4) and the extension.
@@ -155,42 +162,7 @@ impl Decoder {
             self.buf.drain(..skip);
             self.state = State::Tuples;
         }
-        let mut at = 0usize;
-        let data = &self.buf[..];
-        while self.state == State::Tuples && data.len() - at >= 2 {
-            let count = i16::from_be_bytes([data[at], data[at + 1]]);
-            if count == -1 {
-                at += 2;
-                self.state = State::Done;
-                break;
-            }
-            if usize::try_from(count).ok() != Some(self.columns) {
-                return Err(corrupt("unexpected field count"));
-            }
-            // Find the tuple's end; wait for more bytes if it is not all here.
-            let mut end = at + 2;
-            let mut complete = true;
-            for _ in 0..self.columns {
-                if data.len() < end + 4 {
-                    complete = false;
-                    break;
-                }
-                let len =
-                    i32::from_be_bytes([data[end], data[end + 1], data[end + 2], data[end + 3]]);
-                end += 4 + usize::try_from(len.max(0)).unwrap_or(0);
-                if data.len() < end {
-                    complete = false;
-                    break;
-                }
-            }
-            if !complete {
-                break;
-            }
-            each(Tuple {
-                fields: &data[at + 2..end],
-            })?;
-            at = end;
-        }
+        let at = tuples(&mut self.state, self.columns, &self.buf, each)?;
         self.buf.drain(..at);
         Ok(())
     }
@@ -202,6 +174,51 @@ impl Decoder {
             Err(corrupt("stream ended inside the data"))
         }
     }
+}
+
+/// Calls `each` on every complete tuple at the start of `data`; the bytes used (an incomplete
+/// tuple at the end is left). Moves `state` to `Done` at the trailer.
+fn tuples(
+    state: &mut State,
+    columns: usize,
+    data: &[u8],
+    each: &mut impl FnMut(Tuple<'_>) -> Result<(), RunError>,
+) -> Result<usize, RunError> {
+    let mut at = 0usize;
+    while *state == State::Tuples && data.len() - at >= 2 {
+        let count = i16::from_be_bytes([data[at], data[at + 1]]);
+        if count == -1 {
+            at += 2;
+            *state = State::Done;
+            break;
+        }
+        if usize::try_from(count).ok() != Some(columns) {
+            return Err(corrupt("unexpected field count"));
+        }
+        // Find the tuple's end; wait for more bytes if it is not all here.
+        let mut end = at + 2;
+        let mut complete = true;
+        for _ in 0..columns {
+            if data.len() < end + 4 {
+                complete = false;
+                break;
+            }
+            let len = i32::from_be_bytes([data[end], data[end + 1], data[end + 2], data[end + 3]]);
+            end += 4 + usize::try_from(len.max(0)).unwrap_or(0);
+            if data.len() < end {
+                complete = false;
+                break;
+            }
+        }
+        if !complete {
+            break;
+        }
+        each(Tuple {
+            fields: &data[at + 2..end],
+        })?;
+        at = end;
+    }
+    Ok(at)
 }
 
 /// Runs `COPY (query) TO STDOUT (FORMAT binary)` on `conn` and calls `each` on every tuple

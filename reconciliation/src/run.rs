@@ -5,14 +5,15 @@
 //!
 //! # A run, step by step
 //!
-//! 1. **Read.** The statement's lines (with the keyed blind index of each payee's number, if
-//!    the import computed one) and every payment line sent to the statement's provider
+//! 1. **Read.** The statement's lines and every payment line sent to the statement's provider
 //!    (`in_flight`, `completed`, `failed`, `unknown`) with its provider transaction id, amount,
 //!    fee, currency and its time (resolved, else last attempt, else the batch's last change);
-//!    then the household's `msisdn_index` of only the payments the fallback rule may look at
-//!    ([`needs_payee_key`]: joining every payment with its household was most of the
-//!    read). Lines more than the window before the statement's period are not read unless
-//!    still open: an old statement-less payment is not this statement's.
+//!    then the keyed blind index of the payee's number of only the payments and rows the
+//!    fallback rule may look at ([`needs_payee_key`], [`needs_row_msisdn`]: joining every
+//!    payment with its household was most of the read). Lines more than the window before the
+//!    statement's period are not read unless still open: an old statement-less payment is not
+//!    this statement's. Then, on another connection while the run matches, the float
+//!    **snapshot** (see below).
 //! 2. **Match** ([`crate::matching`], payees compared by their keyed index).
 //! 3. **Settle what the statement answers**, through the batches crate so the postings are
 //!    the same as the sender's (`source = statement`, idempotency keys `pay:LINE:…`):
@@ -25,7 +26,8 @@
 //!      Reversals already booked need nothing.
 //!
 //!    All of it in one posting across every batch the statement touches
-//!    ([`Batches::settle_many`]), then the batches' statuses.
+//!    ([`Batches::settle_many`]), then the batches' statuses, on a task of its own while the
+//!    run builds its items.
 //!
 //!    Nothing else moves money: a status, amount or fee the two sides disagree on is an
 //!    exception for a person (with an adjusting entry under maker-checker, see
@@ -69,12 +71,23 @@
 //! `explained` is their sum and `unexplained = difference − explained` (stored; the
 //! database checks the three add up). Rows in another currency than the float's take no part.
 //!
+//! The float's movements (a million for a million payments) are read from a **snapshot**
+//! taken before step 3 posts anything (a read-only repeatable-read transaction on PostgreSQL,
+//! a deferred one on SQLite's WAL), while the run matches. After the postings, in the run's
+//! own transaction, only the movements of the entries step 3 wrote are read
+//! ([`cva_batches::Settled::posted`]) with the account's totals: if the snapshot's debit and
+//! credit totals plus those movements are the totals now, nothing else moved the float since
+//! (every journal amount is positive, so any movement missing or counted twice shows in one
+//! total or the other) and the snapshot brought up to date is the float; if not (a top-up, a
+//! sender confirming meanwhile), the float is read again in full there.
+//!
 //! # Cost
 //!
 //! Everything is read once: the statement's lines and the payments in two queries streamed
 //! into the matcher's own structures (on PostgreSQL at the same time, by binary `COPY`, see
-//! `pgcopy`), the float's movements in two more (the bulk — a movement per payment — read
-//! as entry, key and amount only, summed per line). The postings are one ledger transaction.
+//! `pgcopy`; on SQLite by key range, see `sqlitejson`), the float's movements in two more
+//! (the bulk — a movement per payment — read as entry, key and amount only, summed per line)
+//! while matching runs. The postings are one ledger transaction, on their own task.
 //! A million plain matches are a few megabytes of packed pairs, not a million rows; the
 //! other items go in as array inserts (PostgreSQL) or chunked multi-row inserts (SQLite). The run
 //! logs how long each phase took (`phases` in its log line).
@@ -1154,7 +1167,10 @@ impl Reconciler {
                 Ok(())
             })
             .await?;
-            out.sort_unstable_by_key(|l| l.row);
+            // Usually in order already (the table's physical order is the import's).
+            if !out.is_sorted_by_key(|l| l.row) {
+                out.sort_unstable_by_key(|l| l.row);
+            }
             return Ok(out);
         }
         let Some(pool) = ledger.sqlite_pool() else {
@@ -1199,7 +1215,9 @@ impl Reconciler {
         })
         .await?;
         tx.rollback().await?;
-        lines.sort_unstable_by_key(|l| l.row);
+        if !lines.is_sorted_by_key(|l| l.row) {
+            lines.sort_unstable_by_key(|l| l.row);
+        }
         Ok(lines)
     }
 
