@@ -56,10 +56,14 @@
 //!    mark is then reset through /proc/self/clear_refs just before). Its summary must equal the
 //!    planted counts category by category, as must the outcomes it posted and the exceptions it
 //!    opened; `payments_considered` must be N; the float's `unexplained` must be 0. The run's
-//!    own log line (`phases=…`: reads, match, plan, postings, rows, float read, store) is
-//!    printed. On PostgreSQL the tables are `VACUUM (ANALYZE)`d after the import (what
-//!    autovacuum does in a database in use — done before the timed run, not during it);
-//!    SQLite is left as the product leaves it (no statistics).
+//!    own log line (`phases=…`: reads, match, plan, item rows (built while the postings
+//!    run), postings, float snapshot (the wait for it), float read, float rows, items,
+//!    matches, float lines, exceptions, commit) is printed (`RUST_LOG` shows more, e.g.
+//!    `cva_ledger=debug` for each posting's timings). On PostgreSQL the tables are
+//!    `VACUUM (ANALYZE)`d after the import (what autovacuum does in a database in use — done
+//!    before the timed run, not during it); SQLite is left as the product leaves it (no
+//!    statistics). `--setup-only` stops before the run and keeps the database, to time runs
+//!    on copies of it (`--child-run 1 --database-url` a copy).
 //! 5. With `--pandas`: `python3 examples/pandas_match.py` (pandas must be installed:
 //!    `python3 -m pip install pandas`) on the same two files, as a subprocess. It prints its
 //!    CSV load time and its matching time (the three rules as merges, reversals, categories)

@@ -1876,28 +1876,33 @@ const PAID_SQL: &str = "SELECT e.id, e.idempotency_key, \
     CASE WHEN jl.side = 'D' THEN jl.amount ELSE -jl.amount END FROM journal_lines jl \
     JOIN journal_entries e ON e.id = jl.entry_id \
     WHERE jl.account_id = $1 AND jl.recorded_at >= $2 AND e.idempotency_key LIKE 'pay:%'";
-/// [`PAID_SQL`] for SQLite: the next [`sqlitejson::RANGE`] float lines after `($2, $3)` in
-/// `(recorded_at, rowid)` order, packed in one JSON group (see `sqlitejson`), the entry id in
-/// hex, each with its `(recorded_at, rowid)` (the next cursor) and whether it is a payment
-/// entry's (the backend's own `LIKE`, as [`OTHER_SQL`] uses). The index on `(account_id,
-/// recorded_at)` holds the rowid last, but a row-value `>` seeks on `recorded_at` only and
-/// then filters: the thousands of lines one posting writes share a `recorded_at`, and each
-/// range would rescan them. Hence two seeks: the rest of the cursor's `recorded_at`, then
-/// what comes after it.
-const SQLITE_PAID_SQL: &str = "SELECT json_group_array(json_array(hex(e.id), \
-    e.idempotency_key, CASE WHEN j.side = 'D' THEN j.amount ELSE -j.amount END, \
-    j.recorded_at, j.rid, e.idempotency_key LIKE 'pay:%')) FROM (\
-    SELECT rid, entry_id, side, amount, recorded_at FROM (\
-      SELECT * FROM (SELECT rowid AS rid, entry_id, side, amount, recorded_at \
-        FROM journal_lines WHERE account_id = $1 AND recorded_at = $2 AND rowid > $3 \
-        ORDER BY rowid LIMIT 4096) \
-      UNION ALL \
-      SELECT * FROM (SELECT rowid AS rid, entry_id, side, amount, recorded_at \
-        FROM journal_lines WHERE account_id = $1 AND recorded_at > $2 \
-        ORDER BY recorded_at, rowid LIMIT 4096)) \
-    ORDER BY recorded_at, rid LIMIT 4096) j \
-    JOIN journal_entries e ON e.id = j.entry_id";
-/// A row of [`SQLITE_PAID_SQL`]: entry id (hex), key, signed amount, recorded at, rowid,
+/// [`PAID_SQL`] for SQLite, a range at a time (no `GROUP BY`: that sorts every row first):
+/// the float lines picked by `$filter` (`$2`, `$3`: a cursor in `(recorded_at, rowid)` order),
+/// [`sqlitejson::RANGE`] at most, packed in one JSON group (see `sqlitejson`), the entry id
+/// in hex, each with its `(recorded_at, rowid)` (the next cursor) and whether it is a payment
+/// entry's (the backend's own `LIKE`, as [`OTHER_SQL`] uses).
+macro_rules! sqlite_paid_sql {
+    ($filter:literal) => {
+        concat!(
+            "SELECT json_group_array(json_array(hex(e.id), e.idempotency_key, ",
+            "CASE WHEN j.side = 'D' THEN j.amount ELSE -j.amount END, j.recorded_at, j.rid, ",
+            "e.idempotency_key LIKE 'pay:%')) FROM (SELECT rowid AS rid, entry_id, side, ",
+            "amount, recorded_at FROM journal_lines WHERE account_id = $1 AND ",
+            $filter,
+            " LIMIT 4096) j JOIN journal_entries e ON e.id = j.entry_id"
+        )
+    };
+}
+/// The rest of the cursor's `recorded_at`. The index on `(account_id, recorded_at)` holds the
+/// rowid last, but a row-value `(recorded_at, rowid) > ($2, $3)` seeks on `recorded_at` only
+/// and filters the rest: the thousands of lines one posting writes share a `recorded_at`,
+/// and each range would rescan them. Hence two queries, each one index seek.
+const SQLITE_PAID_SAME_SQL: &str =
+    sqlite_paid_sql!("recorded_at = $2 AND rowid > $3 ORDER BY rowid");
+/// What comes after the cursor's `recorded_at`.
+const SQLITE_PAID_AFTER_SQL: &str =
+    sqlite_paid_sql!("recorded_at > $2 ORDER BY recorded_at, rowid");
+/// A row of [`SQLITE_PAID_SAME_SQL`] and [`SQLITE_PAID_AFTER_SQL`]: entry id (hex), key, signed amount, recorded at, rowid,
 /// whether a payment entry's (1) or not (0).
 type SqliteFloatLine = (String, String, i64, i64, i64, i64);
 
@@ -2055,13 +2060,22 @@ impl FloatReader for sqlx::SqliteConnection {
             let mut out = FloatInputs::new((debits, credits));
             out.by_line.reserve(expect);
             if let Some(t0) = t0.map(|t| t.timestamp_micros()) {
-                // From just before t0 (`recorded_at > t0 − 1`), range after range.
+                // Range after range from t0 (after `t0 − 1`): after the cursor's
+                // `recorded_at`, then the rest of the last range's `recorded_at`, until a
+                // range comes back short.
                 let mut cursor = (t0.saturating_sub(1), i64::MAX);
+                let mut same = false;
                 loop {
-                    let query = sqlx::query_scalar(SQLITE_PAID_SQL)
-                        .bind(id)
-                        .bind(cursor.0)
-                        .bind(cursor.1);
+                    let query = if same {
+                        sqlx::query_scalar(SQLITE_PAID_SAME_SQL)
+                            .bind(id)
+                            .bind(cursor.0)
+                            .bind(cursor.1)
+                    } else {
+                        sqlx::query_scalar(SQLITE_PAID_AFTER_SQL)
+                            .bind(id)
+                            .bind(cursor.0)
+                    };
                     let mut seen = 0;
                     sqlitejson::each_row(&mut *self, query, |row: SqliteFloatLine| {
                         let (entry, key, amount, at, rowid, paid) = row;
@@ -2076,8 +2090,13 @@ impl FloatReader for sqlx::SqliteConnection {
                         Ok(())
                     })
                     .await?;
-                    if seen < sqlitejson::RANGE {
-                        break;
+                    match (same, seen < sqlitejson::RANGE) {
+                        // The cursor's `recorded_at` is read: what comes after it.
+                        (true, true) => same = false,
+                        (true, false) => {}
+                        // Nothing after the cursor left.
+                        (false, true) => break,
+                        (false, false) => same = true,
                     }
                 }
                 let rows: Vec<(uuid::Uuid, String, i64)> = sqlx::query_as(OTHER_SQL)
