@@ -1925,6 +1925,40 @@ const DELTA_SQL: &str = "SELECT e.id AS entry_id, e.idempotency_key AS key, e.de
     JOIN journal_lines jl ON jl.entry_id = e.id \
     WHERE e.idempotency_key {keys} AND +jl.account_id = $1";
 
+/// The body of [`FloatReader::read_delta`] on either backend: `$list` is how it reads the
+/// list of keys bound as `$keys` (`$2`; none when `$none`), `$t0` t0 in its `recorded_at`
+/// type (`$3`).
+macro_rules! read_delta_on {
+    ($conn:expr, $account:expr, $list:literal, $keys:expr, $none:expr, $t0:expr) => {{
+        let acc: Option<(i64, i64, i64)> = sqlx::query_as(FLOAT_ACCOUNT_SQL)
+            .bind($account)
+            .fetch_optional(&mut *$conn)
+            .await?;
+        match acc {
+            None => Ok(Delta {
+                totals: (0, 0),
+                rows: Vec::new(),
+            }),
+            Some((id, debits, credits)) => {
+                let rows = if $none {
+                    Vec::new()
+                } else {
+                    sqlx::query_as(&DELTA_SQL.replace("{keys}", $list))
+                        .bind(id)
+                        .bind($keys)
+                        .bind($t0)
+                        .fetch_all(&mut *$conn)
+                        .await?
+                };
+                Ok(Delta {
+                    totals: (debits, credits),
+                    rows,
+                })
+            }
+        }
+    }};
+}
+
 /// Reads the float account, on each backend.
 trait FloatReader: Send {
     /// Totals and movements since `t0`; `ready` is told once the totals are read (in a
@@ -2010,30 +2044,14 @@ impl FloatReader for sqlx::PgConnection {
         t0: Option<DateTime<Utc>>,
     ) -> BoxFuture<'a, Result<Delta>> {
         Box::pin(async move {
-            let acc: Option<(i64, i64, i64)> = sqlx::query_as(FLOAT_ACCOUNT_SQL)
-                .bind(account)
-                .fetch_optional(&mut *self)
-                .await?;
-            let Some((id, debits, credits)) = acc else {
-                return Ok(Delta {
-                    totals: (0, 0),
-                    rows: Vec::new(),
-                });
-            };
-            let rows = if keys.is_empty() {
-                Vec::new()
-            } else {
-                sqlx::query_as(&DELTA_SQL.replace("{keys}", "= ANY($2)"))
-                    .bind(id)
-                    .bind(keys)
-                    .bind(t0.unwrap_or(DateTime::UNIX_EPOCH))
-                    .fetch_all(&mut *self)
-                    .await?
-            };
-            Ok(Delta {
-                totals: (debits, credits),
-                rows,
-            })
+            read_delta_on!(
+                self,
+                account,
+                "= ANY($2)",
+                keys,
+                keys.is_empty(),
+                t0.unwrap_or(DateTime::UNIX_EPOCH)
+            )
         })
     }
 }
@@ -2118,32 +2136,16 @@ impl FloatReader for sqlx::SqliteConnection {
         t0: Option<DateTime<Utc>>,
     ) -> BoxFuture<'a, Result<Delta>> {
         Box::pin(async move {
-            let acc: Option<(i64, i64, i64)> = sqlx::query_as(FLOAT_ACCOUNT_SQL)
-                .bind(account)
-                .fetch_optional(&mut *self)
-                .await?;
-            let Some((id, debits, credits)) = acc else {
-                return Ok(Delta {
-                    totals: (0, 0),
-                    rows: Vec::new(),
-                });
-            };
-            let rows = if keys.is_empty() {
-                Vec::new()
-            } else {
-                let list = serde_json::to_string(keys)
-                    .map_err(|e| RunError::Corrupt(format!("entry keys: {e}")))?;
-                sqlx::query_as(&DELTA_SQL.replace("{keys}", "IN (SELECT value FROM json_each($2))"))
-                    .bind(id)
-                    .bind(list)
-                    .bind(t0.map_or(0, |t| t.timestamp_micros()))
-                    .fetch_all(&mut *self)
-                    .await?
-            };
-            Ok(Delta {
-                totals: (debits, credits),
-                rows,
-            })
+            let list = serde_json::to_string(keys)
+                .map_err(|e| RunError::Corrupt(format!("entry keys: {e}")))?;
+            read_delta_on!(
+                self,
+                account,
+                "IN (SELECT value FROM json_each($2))",
+                list,
+                keys.is_empty(),
+                t0.map_or(0, |t| t.timestamp_micros())
+            )
         })
     }
 }
